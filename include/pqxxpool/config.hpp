@@ -1,0 +1,154 @@
+#pragma once
+/// @file config.hpp
+/// pool_config (a plain struct, validated once when the pool is built), connect_params (the
+/// keyword/value set handed to libpq for every physical connection) and the connection alias.
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <pqxx/version>
+
+#if PQXX_VERSION_MAJOR >= 7
+#include <pqxx/connection>
+#else
+#include <pqxx/connection_base>
+#endif
+
+namespace pqxxpool {
+
+/// What a lease hands out. On libpqxx 6 this is pqxx::connection_base (the pool owns the libpq
+/// handle through its own connection policy, which pqxx::connection cannot do); on libpqxx 7 it is
+/// pqxx::connection. pqxx::work, pqxx::nontransaction etc. accept it as usual.
+#if PQXX_VERSION_MAJOR >= 7
+using connection = pqxx::connection;
+#else
+using connection = pqxx::connection_base;
+#endif
+
+/// The libpq connection keywords (host, port, dbname, user, password, sslmode, …) for one physical
+/// connection, in insertion order. The pool gives before_connect a fresh copy for every connect, so
+/// a hook may set a password or token without affecting other connects.
+/// Values are never logged or shown in error messages.
+/// Thread-safety: a plain value type; not synchronised.
+class connect_params {
+ public:
+  /// Sets key to value, replacing an existing value. Throws std::bad_alloc only.
+  void set(std::string key, std::string value);
+  /// The value of key, or nullptr when unset. Never throws.
+  [[nodiscard]] const std::string* get(std::string_view key) const noexcept;
+  /// Removes key; returns whether it was set. Never throws.
+  bool erase(std::string_view key) noexcept;
+  /// Whether key is set. Never throws.
+  [[nodiscard]] bool contains(std::string_view key) const noexcept { return get(key) != nullptr; }
+  /// All keyword/value pairs in insertion order. Never throws.
+  [[nodiscard]] const std::vector<std::pair<std::string, std::string>>& items() const noexcept { return m_items; }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> m_items;
+};
+
+/// Everything a pool needs. Every member has a usable default; the pool validates the whole struct
+/// once at construction and throws config_error naming the first bad field.
+/// Durations are std::chrono::milliseconds unless said otherwise.
+struct pool_config {
+  using milliseconds = std::chrono::milliseconds;
+
+  /// Name of the pool, used to tell pools apart in statistics exports. Default "" (exported as
+  /// "default").
+  std::string name;
+
+  /// libpq connection string, key=value form or a postgresql:// URI. Parsed with PQconninfoParse
+  /// at construction (a parse error is a config_error for "conninfo"). Default "" (libpq's
+  /// defaults and PG* environment variables).
+  std::string conninfo;
+
+  /// libpq keyword → value pairs laid over what conninfo gives (a value here wins). Unknown
+  /// keywords are a config_error naming params["key"]. Default empty.
+  std::map<std::string, std::string> params;
+
+  /// Runs for every physical connection, on a background thread, never under the pool's lock,
+  /// with a fresh copy of the merged params: set a password or IAM token here. If it throws, that
+  /// connect fails (counted in connect_errors) and the pool backs off. Default: none.
+  std::function<void(connect_params&)> before_connect;
+
+  /// Runs once on every new connection before it is first handed out (e.g. SET search_path), on
+  /// a background thread, never under the pool's lock. If it throws, the connection is closed and
+  /// the connect counts as failed. Default: none.
+  std::function<void(connection&)> after_connect;
+
+  /// Optional reset run on the pool's maintenance thread after every return (after a rollback if
+  /// one was needed), before the connection is handed out again. If it throws, the connection is
+  /// closed. Setting it moves every return off the hot path. Default: none (no reset beyond the
+  /// rollback of an open transaction).
+  std::function<void(connection&)> reset;
+
+  /// Most physical connections at once (idle + in use + connecting). Default 10; must be ≥ 1.
+  std::size_t max_size = 10;
+
+  /// Idle connections kept ready while total < max_size (HikariCP's minimumIdle); idle reaping
+  /// never goes below it. Default 2; 0 means open connections only on demand; must be ≤ max_size.
+  std::size_t min_idle = 2;
+
+  /// How long acquire() waits for a connection. Default 30 s; 0 means do not wait (throw
+  /// acquire_timeout_error at once if none is idle).
+  milliseconds acquire_timeout{30'000};
+
+  /// Deadline for one physical connect (TCP, TLS, authentication, after_connect excluded).
+  /// Default 10 s; must be > 0.
+  milliseconds connect_timeout{10'000};
+
+  /// A connection is retired at created + max_lifetime × (1 − jitter). Default 55 min (Aurora
+  /// DSQL closes every connection at 60); 0 means no limit.
+  milliseconds max_lifetime{55 * 60 * 1000};
+
+  /// Fraction of max_lifetime subtracted from each connection's lifetime, drawn uniformly from
+  /// [0, lifetime_jitter) once per connection, so a pool's connections do not all expire together.
+  /// Default 0.1; allowed 0 ≤ jitter < 1.
+  double lifetime_jitter = 0.1;
+
+  /// Idle connections beyond min_idle close after this long unused. Default 10 min; 0 = never.
+  milliseconds idle_timeout{10 * 60 * 1000};
+
+  /// A connection idle at least this long is checked with a round trip (an empty query) before it
+  /// is handed out. Default 1 s; 0 = check on every acquire.
+  milliseconds validate_after_idle{1'000};
+
+  /// Bound on one validation round trip, and on the rollback of a connection returned inside a
+  /// transaction. Default 5 s; must be > 0.
+  milliseconds validation_timeout{5'000};
+
+  /// Period of the background sweep that pings connections idle that long and tops up min_idle.
+  /// Default 1 min; 0 = no periodic pings (lifetimes and idle_timeout are still enforced).
+  milliseconds health_check_period{60'000};
+
+  /// Most connects in flight at once (each runs on its own background thread). Default 2;
+  /// must be ≥ 1 and ≤ max_size.
+  std::size_t max_connecting = 2;
+
+  /// Most threads waiting in acquire() at once; beyond it acquire() throws too_many_waiters at
+  /// once. Default 0 = unbounded.
+  std::size_t max_waiting = 0;
+
+  /// Fairness window. A newcomer may take a free connection while the oldest waiter has waited
+  /// less than this; once it has waited longer, returned connections go straight to the oldest
+  /// waiter and newcomers queue behind it. Default 100 µs; 0 = strict FIFO hand-off.
+  std::chrono::microseconds fairness_window{100};
+
+  /// First delay after a failed connect; doubles on each further failure. Default 100 ms; > 0.
+  milliseconds connect_backoff_initial{100};
+
+  /// Cap of the connect backoff; connects are retried at this pace forever while needed.
+  /// Default 10 s; must be ≥ connect_backoff_initial.
+  milliseconds connect_backoff_max{10'000};
+
+  /// Throws config_error naming the first field that is out of range. Does not parse conninfo.
+  void validate() const;
+};
+
+}  // namespace pqxxpool

@@ -1,0 +1,72 @@
+#pragma once
+/// @file errors.hpp
+/// The exceptions pqxxpool throws. The hierarchy is shallow: everything derives from
+/// pqxxpool::error (itself a std::runtime_error). No message ever contains a password or token.
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+
+#include "pqxxpool/stats.hpp"
+
+namespace pqxxpool {
+
+/// Base of every pqxxpool exception.
+class error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A pool_config field (or environment variable / URI parameter) holds a value that is not
+/// allowed. field() names it, e.g. "max_size" or "params[\"sslmode\"]"; what() says what is allowed.
+class config_error : public error {
+ public:
+  config_error(std::string field, const std::string& message);
+  /// The offending field's name. Never throws.
+  [[nodiscard]] const std::string& field() const noexcept { return m_field; }
+
+ private:
+  std::string m_field;
+};
+
+/// Opening a physical connection failed (libpq error, connect_timeout, or a hook that threw).
+class connect_error : public error {
+ public:
+  explicit connect_error(const std::string& message, std::string sqlstate = {});
+  /// SQLSTATE reported by the server or libpq, or "" when there was none. Never throws.
+  [[nodiscard]] const std::string& sqlstate() const noexcept { return m_sqlstate; }
+
+ private:
+  std::string m_sqlstate;
+};
+
+/// acquire() gave up at its deadline. Carries how long it waited, a snapshot of the pool at that
+/// moment, and the pool's last connect error (empty if connects have been succeeding).
+class acquire_timeout_error : public error {
+ public:
+  acquire_timeout_error(std::chrono::milliseconds waited, pool_stats snapshot);
+  /// How long the acquire waited before giving up. Never throws.
+  [[nodiscard]] std::chrono::milliseconds waited() const noexcept { return m_waited; }
+  /// The pool's state when the acquire gave up. Never throws.
+  [[nodiscard]] const pool_stats& snapshot() const noexcept { return m_snapshot; }
+  /// The pool's most recent connect failure, with its SQLSTATE; empty() if none. Never throws.
+  [[nodiscard]] const last_error& last_connect_error() const noexcept { return m_snapshot.last_connect_error; }
+
+ private:
+  std::chrono::milliseconds m_waited;
+  pool_stats m_snapshot;
+};
+
+/// The pool was closed (before or while acquire() waited).
+class pool_closed : public error {
+ public:
+  pool_closed();
+};
+
+/// acquire() was refused at once because pool_config::max_waiting threads were already waiting.
+class too_many_waiters : public error {
+ public:
+  explicit too_many_waiters(std::size_t max_waiting);
+};
+
+}  // namespace pqxxpool

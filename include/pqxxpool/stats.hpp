@@ -1,0 +1,91 @@
+#pragma once
+/// @file stats.hpp
+/// pool_stats: a point-in-time snapshot of one pool's gauges, counters and histograms.
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace pqxxpool {
+
+/// A cumulative histogram of durations with fixed log-scale buckets (powers of two of a
+/// microsecond: 1 µs, 2 µs, 4 µs … 2^27 µs ≈ 134 s, then +Inf). Counts only grow, like a
+/// Prometheus histogram. Recording is O(1) and allocation-free.
+/// Thread-safety: none of its own; the pool records and copies it under its lock.
+struct histogram {
+  /// Number of finite buckets; buckets[bucket_count] counts values above the last bound.
+  static constexpr std::size_t bucket_count = 28;
+
+  /// Non-cumulative count per bucket: buckets[i] counts values v with
+  /// upper_bound(i-1) < v <= upper_bound(i).
+  std::array<std::uint64_t, bucket_count + 1> buckets{};
+  std::uint64_t count = 0;   ///< number of recorded values
+  double sum_seconds = 0;    ///< sum of recorded values, in seconds
+  double max_seconds = 0;    ///< largest recorded value, in seconds (0 if none)
+
+  /// Upper bound of bucket i in seconds (2^i µs); +infinity for i == bucket_count. Never throws.
+  [[nodiscard]] static double upper_bound_seconds(std::size_t i) noexcept;
+
+  /// Records one value (negative values count as 0). Never throws.
+  void record(std::chrono::nanoseconds value) noexcept;
+
+  /// Estimates quantile q (0..1) in seconds by linear interpolation inside the bucket that holds
+  /// it, clamped to max_seconds. 0 when empty. Never throws.
+  [[nodiscard]] double quantile(double q) const noexcept;
+  [[nodiscard]] double p50() const noexcept { return quantile(0.50); }  ///< quantile(0.5)
+  [[nodiscard]] double p99() const noexcept { return quantile(0.99); }  ///< quantile(0.99)
+
+  /// The values recorded since `earlier` (a previous snapshot of the same histogram): counts and
+  /// sums subtracted; max_seconds is kept from *this (an upper bound). Never throws.
+  [[nodiscard]] histogram since(const histogram& earlier) const noexcept;
+};
+
+/// The most recent connect failure (or other connection error) a pool saw.
+struct last_error {
+  std::string message;   ///< libpq's verbose error text (never contains a password), empty if none
+  std::string sqlstate;  ///< five-character SQLSTATE when the server or libpq reported one, else ""
+  std::chrono::system_clock::time_point time{};  ///< when it happened (wall clock)
+  [[nodiscard]] bool empty() const noexcept { return message.empty(); }  ///< true if no error yet
+};
+
+/// A consistent snapshot of a pool, taken under its lock by pool::stats().
+/// Gauges describe the instant of the snapshot; counters only grow over the pool's life.
+/// Every physical connection is in exactly one state: total == idle + in_use + connecting.
+struct pool_stats {
+  // --- gauges -------------------------------------------------------------------------
+  std::size_t total = 0;       ///< idle + in_use + connecting; never above max_size
+  std::size_t idle = 0;        ///< open connections ready to hand out
+  std::size_t in_use = 0;      ///< leased out, or being validated / rolled back by the pool
+  std::size_t connecting = 0;  ///< connects in flight (slots reserved)
+  std::size_t waiting = 0;     ///< threads blocked in acquire()
+  std::size_t max_size = 0;    ///< configured pool_config::max_size
+  std::size_t min_idle = 0;    ///< configured pool_config::min_idle
+  std::uint64_t generation = 0;  ///< bumped by every evict_all()
+  bool closed = false;         ///< close() was called
+
+  // --- counters -----------------------------------------------------------------------
+  std::uint64_t acquires = 0;               ///< successful acquires (leases handed out)
+  std::uint64_t pool_exhausted_count = 0;   ///< acquires that found no idle connection while total == max_size
+  std::uint64_t acquire_timeouts = 0;       ///< acquires that gave up at their deadline
+  std::uint64_t waited_acquires = 0;        ///< acquires that had to queue as a waiter
+  std::uint64_t waited_for_connect = 0;     ///< waiters served by a freshly opened connection
+  std::uint64_t rejected_waiters = 0;       ///< acquires refused because max_waiting threads already waited
+  std::uint64_t connections_created = 0;    ///< physical connections opened successfully
+  std::uint64_t connect_errors = 0;         ///< failed connects (including failing hooks)
+  std::uint64_t closed_max_lifetime = 0;    ///< closed because they reached their expiry
+  std::uint64_t closed_idle = 0;            ///< closed by idle reaping (idle_timeout)
+  std::uint64_t closed_broken = 0;          ///< closed because libpq reported them broken, or a rollback failed
+  std::uint64_t closed_validation_failed = 0;  ///< closed because a validation round trip failed
+  std::uint64_t closed_discarded = 0;       ///< closed by lease::discard()
+  std::uint64_t evicted = 0;                ///< closed because evict_all() retired their generation
+  std::uint64_t rollbacks = 0;              ///< connections returned inside a transaction and rolled back
+
+  // --- histograms ---------------------------------------------------------------------
+  histogram acquire_wait;  ///< time acquire() spent waiting (0 for an immediate hand-out)
+
+  last_error last_connect_error;  ///< the most recent connect failure (empty if none)
+};
+
+}  // namespace pqxxpool

@@ -1,0 +1,46 @@
+#include "pqxxpool/config.hpp"
+
+#include <cmath>
+#include <string>
+
+#include "pqxxpool/errors.hpp"
+
+namespace pqxxpool {
+
+namespace {
+void require_non_negative(const char* field, std::chrono::milliseconds v) {
+  if (v.count() < 0) throw config_error(field, "must be >= 0 ms, got " + std::to_string(v.count()) + " ms");
+}
+void require_positive(const char* field, std::chrono::milliseconds v) {
+  if (v.count() <= 0) throw config_error(field, "must be > 0 ms, got " + std::to_string(v.count()) + " ms");
+}
+}  // namespace
+
+void pool_config::validate() const {
+  if (max_size == 0) throw config_error("max_size", "must be >= 1, got 0");
+  if (min_idle > max_size)
+    throw config_error("min_idle", "must be <= max_size (" + std::to_string(max_size) + "), got " +
+                                       std::to_string(min_idle));
+  if (max_connecting == 0) throw config_error("max_connecting", "must be >= 1, got 0");
+  if (max_connecting > max_size)
+    throw config_error("max_connecting", "must be <= max_size (" + std::to_string(max_size) + "), got " +
+                                             std::to_string(max_connecting));
+  if (!(lifetime_jitter >= 0.0 && lifetime_jitter < 1.0))  // also rejects NaN
+    throw config_error("lifetime_jitter", "must be in [0, 1), got " + std::to_string(lifetime_jitter));
+  require_non_negative("acquire_timeout", acquire_timeout);
+  require_positive("connect_timeout", connect_timeout);
+  require_non_negative("max_lifetime", max_lifetime);
+  require_non_negative("idle_timeout", idle_timeout);
+  require_non_negative("validate_after_idle", validate_after_idle);
+  require_positive("validation_timeout", validation_timeout);
+  require_non_negative("health_check_period", health_check_period);
+  require_positive("connect_backoff_initial", connect_backoff_initial);
+  if (connect_backoff_max < connect_backoff_initial)
+    throw config_error("connect_backoff_max", "must be >= connect_backoff_initial (" +
+                                                  std::to_string(connect_backoff_initial.count()) + " ms), got " +
+                                                  std::to_string(connect_backoff_max.count()) + " ms");
+  if (fairness_window.count() < 0)
+    throw config_error("fairness_window", "must be >= 0 us, got " + std::to_string(fairness_window.count()) + " us");
+}
+
+}  // namespace pqxxpool

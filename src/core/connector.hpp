@@ -1,0 +1,44 @@
+#pragma once
+// The two interfaces through which the pool core reaches a database. The core knows nothing of
+// libpq: src/pqxx implements these with libpqxx, the unit tests with fakes.
+
+#include <memory>
+
+#include "core/clock.hpp"
+#include "pqxxpool/config.hpp"
+
+namespace pqxxpool::core {
+
+/// What a returned connection needs before it can be handed out again.
+enum class return_state {
+  clean,   ///< idle, no transaction open: back to the pool
+  dirty,   ///< a transaction is open (or failed): roll back off the caller's thread first
+  broken,  ///< the connection is lost: close it
+};
+
+/// One open physical connection. The core calls at most one member at a time per object.
+class physical {
+ public:
+  virtual ~physical() = default;  // closes the connection (may send a Terminate message)
+  /// Cheap check without I/O, run by the releasing thread outside the lock.
+  virtual return_state check_return() noexcept = 0;
+  /// One round trip (an empty query) bounded by deadline. False if it failed or timed out.
+  virtual bool validate(time_point deadline) noexcept = 0;
+  /// Rolls back an open transaction (bounded by deadline), then runs reset_hook if given.
+  /// False if anything failed: the connection is then closed.
+  virtual bool reset(time_point deadline, const std::function<void(connection&)>& reset_hook) noexcept = 0;
+  /// The libpqxx connection handed to users; nullptr for test fakes.
+  virtual connection* user_connection() noexcept = 0;
+};
+
+/// Opens physical connections. connect() runs on a background thread, never under the lock, and
+/// may be called from several threads at once (up to max_connecting).
+class connector {
+ public:
+  virtual ~connector() = default;
+  /// Opens one connection (running before_connect / after_connect hooks) or throws
+  /// pqxxpool::connect_error (with SQLSTATE when known). Must give up at deadline.
+  virtual std::unique_ptr<physical> connect(time_point deadline) = 0;
+};
+
+}  // namespace pqxxpool::core

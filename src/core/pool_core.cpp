@@ -1,0 +1,617 @@
+#include "core/pool_core.hpp"
+
+#include <algorithm>
+#include <utility>
+
+namespace pqxxpool::core {
+namespace {
+
+// How long before a connection's expiry a replacement is opened (while total < max_size):
+// a tenth of the lifetime, at most 30 s. 0 when lifetimes are unlimited.
+duration expiry_lead_for(const pool_config& cfg) {
+  if (cfg.max_lifetime.count() == 0) return duration::zero();
+  return std::min<duration>(std::chrono::seconds(30), cfg.max_lifetime / 10);
+}
+
+}  // namespace
+
+pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shared_ptr<clock> clk,
+                     std::uint64_t seed)
+    : m_cfg(std::move(cfg)),
+      m_connector(std::move(conn)),
+      m_clock(std::move(clk)),
+      m_expiry_lead(expiry_lead_for(m_cfg)),
+      m_rng(seed != 0 ? seed : std::random_device{}()) {
+  // Reserved once so that the hot path (idle push/pop) and publishing never allocate.
+  m_slots.reserve(m_cfg.max_size);
+  m_idle.reserve(m_cfg.max_size);
+  m_backoff = m_cfg.connect_backoff_initial;
+  m_stats.max_size = m_cfg.max_size;
+  m_stats.min_idle = m_cfg.min_idle;
+  try {
+    for (std::size_t i = 0; i < m_cfg.max_connecting; ++i) m_threads.emplace_back([this] { connect_loop(); });
+    m_threads.emplace_back([this] { maintenance_loop(); });
+  } catch (...) {
+    close();
+    throw;
+  }
+}
+
+pool_core::~pool_core() { close(); }
+
+void pool_core::destroy_from_owner() noexcept {
+  close();
+  bool last = false;
+  {
+    std::lock_guard<std::mutex> lk(m_mu);
+    last = m_in_use == 0;
+    if (!last) m_orphaned = true;
+  }
+  if (last) delete this;
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers (m_mu held)
+
+bool pool_core::oldest_waiter_past_window_locked(time_point now) const noexcept {
+  return m_wait_head != nullptr && now - m_wait_head->enqueued_at >= m_cfg.fairness_window;
+}
+
+bool pool_core::connect_needed_locked() const noexcept {
+  if (m_closed || total_locked() >= m_cfg.max_size || m_connecting >= m_cfg.max_connecting) return false;
+  // Connections wanted: one per waiter, the min_idle deficit, and replacements for connections
+  // about to expire. Idle connections already cover part of the first two.
+  const std::size_t wanted = m_waiting + m_cfg.min_idle;
+  const std::size_t have = m_idle.size();
+  const std::size_t need = (wanted > have ? wanted - have : 0) + m_replacements_wanted;
+  return need > m_connecting;
+}
+
+void pool_core::wake_connectors_locked() noexcept {
+  if (m_connectors_sleeping > 0) m_connect_cv.notify_one();
+}
+
+bool pool_core::is_retired_locked(const slot& s, time_point coarse_now) const noexcept {
+  // coarse_now may lag real time by coarse_lag(): add it so a connection is never handed out
+  // past its expiry.
+  return s.generation != m_generation || coarse_now >= s.expires_at - m_clock->coarse_lag();
+}
+
+bool pool_core::needs_validation(const slot& s, time_point coarse_now) const noexcept {
+  return m_cfg.validate_after_idle.count() == 0 || coarse_now - s.last_alive_at >= m_cfg.validate_after_idle;
+}
+
+std::unique_ptr<physical> pool_core::remove_slot_locked(slot* s, close_reason why) noexcept {
+  switch (why) {
+    case close_reason::max_lifetime: ++m_stats.closed_max_lifetime; break;
+    case close_reason::idle: ++m_stats.closed_idle; break;
+    case close_reason::broken: ++m_stats.closed_broken; break;
+    case close_reason::validation_failed: ++m_stats.closed_validation_failed; break;
+    case close_reason::discarded: ++m_stats.closed_discarded; break;
+    case close_reason::evicted: ++m_stats.evicted; break;
+    case close_reason::closed: break;
+  }
+  if (s->replacement_requested && m_replacements_wanted > 0) --m_replacements_wanted;
+  std::unique_ptr<physical> conn = std::move(s->conn);
+  // Swap-remove from m_slots; the slot object dies here (its connection lives on in `conn`
+  // until the caller drops it outside the lock).
+  const std::size_t i = s->index;
+  if (i + 1 != m_slots.size()) {
+    std::swap(m_slots[i], m_slots.back());
+    m_slots[i]->index = i;
+  }
+  m_slots.pop_back();
+  --m_in_use;
+  wake_connectors_locked();
+  return conn;
+}
+
+slot* pool_core::pop_usable_idle_locked(time_point coarse_now, std::vector<std::unique_ptr<physical>>& doomed) {
+  while (!m_idle.empty()) {
+    slot* s = m_idle.back();
+    m_idle.pop_back();
+    ++m_in_use;
+    if (!is_retired_locked(*s, coarse_now)) return s;
+    const bool evicted = s->generation != m_generation;
+    doomed.push_back(remove_slot_locked(s, evicted ? close_reason::evicted : close_reason::max_lifetime));
+  }
+  return nullptr;
+}
+
+void pool_core::enqueue_locked(waiter& w) noexcept {
+  w.prev = m_wait_tail;
+  w.next = nullptr;
+  if (m_wait_tail != nullptr)
+    m_wait_tail->next = &w;
+  else
+    m_wait_head = &w;
+  m_wait_tail = &w;
+  ++m_waiting;
+}
+
+void pool_core::dequeue_locked(waiter& w) noexcept {
+  if (w.prev != nullptr)
+    w.prev->next = w.next;
+  else
+    m_wait_head = w.next;
+  if (w.next != nullptr)
+    w.next->prev = w.prev;
+  else
+    m_wait_tail = w.prev;
+  w.prev = w.next = nullptr;
+  --m_waiting;
+}
+
+void pool_core::wake_idle_competitor_locked() noexcept {
+  // Wake the oldest waiter not already woken, so it can take the idle connection. One wake-up
+  // per idle connection, never notify_all.
+  if (m_idle.empty()) return;
+  for (waiter* w = m_wait_head; w != nullptr; w = w->next) {
+    if (!w->woken) {
+      w->woken = true;
+      w->cv.notify_one();
+      return;
+    }
+  }
+}
+
+std::unique_ptr<physical> pool_core::put_back_locked(slot* s, time_point now) noexcept {
+  // s is counted in m_in_use. One that retired meanwhile (expired, evicted, pool closed) is
+  // removed and returned for the caller to close outside the lock.
+  if (m_closed) return remove_slot_locked(s, close_reason::closed);
+  if (is_retired_locked(*s, now)) {
+    const bool evicted = s->generation != m_generation;
+    return remove_slot_locked(s, evicted ? close_reason::evicted : close_reason::max_lifetime);
+  }
+  // A fresh connection, or any connection while the oldest waiter has waited past the fairness
+  // window, goes straight to the oldest waiter (it stays in use).
+  if (m_wait_head != nullptr && (s->fresh || oldest_waiter_past_window_locked(m_clock->now()))) {
+    waiter* w = m_wait_head;
+    dequeue_locked(*w);
+    w->handed = s;
+    w->cv.notify_one();
+    return nullptr;
+  }
+  s->fresh = false;
+  --m_in_use;
+  m_idle.push_back(s);
+  if (m_wait_head != nullptr) wake_idle_competitor_locked();
+  return nullptr;
+}
+
+pool_stats pool_core::snapshot_locked() const {
+  pool_stats st = m_stats;
+  st.idle = m_idle.size();
+  st.in_use = m_in_use;
+  st.connecting = m_connecting;
+  st.total = total_locked();
+  st.waiting = m_waiting;
+  st.generation = m_generation;
+  st.closed = m_closed;
+  return st;
+}
+
+// ---------------------------------------------------------------------------------------------
+// acquire
+
+lease pool_core::acquire(std::chrono::milliseconds timeout) {
+  std::optional<time_point> deadline;  // read from the precise clock only off the fast path
+  for (;;) {
+    std::vector<std::unique_ptr<physical>> doomed;  // declared before the lock: closed after unlock
+    const time_point coarse_now = m_clock->coarse_now();
+    slot* s = nullptr;
+    {
+      std::unique_lock<std::mutex> lk(m_mu);
+      if (m_closed) throw pool_closed();
+      if (m_wait_head == nullptr || !oldest_waiter_past_window_locked(m_clock->now()))
+        s = pop_usable_idle_locked(coarse_now, doomed);
+      if (s != nullptr) {
+        ++m_stats.acquires;
+        m_stats.acquire_wait.record(duration::zero());
+        if (connect_needed_locked()) wake_connectors_locked();  // the min_idle deficit grew
+      } else {
+        if (!deadline) deadline = m_clock->now() + timeout;
+        s = wait_for_slot(lk, *deadline, doomed);
+      }
+    }
+    doomed.clear();
+    lease l = hand_out(s, coarse_now, deadline);
+    if (l) return l;
+    // The connection failed validation and was closed; try again within the same deadline.
+    if (!deadline) deadline = m_clock->now() + timeout;
+  }
+}
+
+lease pool_core::try_acquire() {
+  for (;;) {
+    std::vector<std::unique_ptr<physical>> doomed;
+    const time_point coarse_now = m_clock->coarse_now();
+    slot* s = nullptr;
+    {
+      std::lock_guard<std::mutex> lk(m_mu);
+      if (m_closed) throw pool_closed();
+      if (m_wait_head == nullptr || !oldest_waiter_past_window_locked(m_clock->now()))
+        s = pop_usable_idle_locked(coarse_now, doomed);
+      if (s == nullptr) {
+        if (total_locked() >= m_cfg.max_size) ++m_stats.pool_exhausted_count;
+        return lease{};
+      }
+      ++m_stats.acquires;
+      m_stats.acquire_wait.record(duration::zero());
+      if (connect_needed_locked()) wake_connectors_locked();
+    }
+    doomed.clear();
+    lease l = hand_out(s, coarse_now, std::nullopt);
+    if (l) return l;
+  }
+}
+
+lease pool_core::hand_out(slot* s, time_point coarse_now, std::optional<time_point> deadline) {
+  bool validate = false;
+  {
+    std::lock_guard<std::mutex> lk(m_mu);
+    validate = needs_validation(*s, coarse_now);
+  }
+  if (!validate) return lease(this, s);
+  // Validation runs on the caller's thread, outside the lock, within the caller's deadline.
+  const time_point now = m_clock->now();
+  time_point vdeadline = now + m_cfg.validation_timeout;
+  if (deadline) vdeadline = std::min(vdeadline, std::max(*deadline, now));
+  const bool ok = s->conn->validate(vdeadline);
+  std::unique_ptr<physical> doomed;
+  {
+    std::lock_guard<std::mutex> lk(m_mu);
+    if (ok) {
+      s->last_alive_at = m_clock->coarse_now();
+      return lease(this, s);
+    }
+    --m_stats.acquires;  // counted when the slot was taken; this hand-out did not happen
+    doomed = remove_slot_locked(s, close_reason::validation_failed);
+  }
+  return lease{};  // doomed closes here, outside the lock
+}
+
+slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point deadline,
+                               std::vector<std::unique_ptr<physical>>& doomed) {
+  if (m_cfg.max_waiting != 0 && m_waiting >= m_cfg.max_waiting) {
+    ++m_stats.rejected_waiters;
+    throw too_many_waiters(m_cfg.max_waiting);
+  }
+  if (total_locked() >= m_cfg.max_size) ++m_stats.pool_exhausted_count;
+  ++m_stats.waited_acquires;
+  waiter w;
+  w.enqueued_at = m_clock->now();
+  enqueue_locked(w);
+  if (connect_needed_locked()) wake_connectors_locked();
+  slot* s = nullptr;
+  bool from_connect = false;
+  for (;;) {
+    if (w.handed != nullptr) {  // a hand-off dequeued us already
+      s = w.handed;
+      from_connect = s->fresh;
+      s->fresh = false;
+      break;
+    }
+    if (m_closed) {
+      dequeue_locked(w);
+      throw pool_closed();
+    }
+    if (w.woken) {
+      w.woken = false;
+      s = pop_usable_idle_locked(m_clock->coarse_now(), doomed);
+      if (s != nullptr) {
+        dequeue_locked(w);
+        wake_idle_competitor_locked();  // more idle connections, more waiters: pass it on
+        break;
+      }
+    }
+    const time_point now = m_clock->now();
+    if (now >= deadline) {
+      dequeue_locked(w);
+      ++m_stats.acquire_timeouts;
+      if (connect_needed_locked()) wake_connectors_locked();
+      throw acquire_timeout_error(std::chrono::duration_cast<std::chrono::milliseconds>(now - w.enqueued_at),
+                                  snapshot_locked());
+    }
+    m_clock->wait_until(w.cv, lk, deadline);
+  }
+  ++m_stats.acquires;
+  if (from_connect) ++m_stats.waited_for_connect;
+  m_stats.acquire_wait.record(m_clock->now() - w.enqueued_at);
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// return
+
+void pool_core::give_back(slot* s, bool discard) noexcept {
+  // libpq's status reads need no I/O; they run on the caller's thread, outside the lock.
+  const return_state st = discard ? return_state::broken : s->conn->check_return();
+  const time_point coarse_now = m_clock->coarse_now();
+  std::unique_ptr<physical> doomed;
+  bool last = false;
+  {
+    std::lock_guard<std::mutex> lk(m_mu);
+    if (discard) {
+      doomed = remove_slot_locked(s, close_reason::discarded);
+    } else if (st == return_state::broken) {
+      doomed = remove_slot_locked(s, close_reason::broken);
+    } else if (!m_closed && !is_retired_locked(*s, coarse_now) &&
+               (st == return_state::dirty || m_cfg.reset)) {
+      // Rolled back (and reset) off the caller's thread; it stays "in use" until then.
+      if (st == return_state::dirty) ++m_stats.rollbacks;
+      s->last_used_at = s->last_alive_at = coarse_now;
+      m_reset_queue.push_back(s);
+      m_maint_cv.notify_one();
+    } else {
+      s->last_used_at = s->last_alive_at = coarse_now;
+      doomed = put_back_locked(s, coarse_now);  // closes it instead if retired or pool closed
+    }
+    last = m_orphaned && m_in_use == 0;
+  }
+  // Nothing below may touch *this unless `last`: another thread's return may delete it.
+  doomed.reset();
+  if (last) delete this;
+}
+
+// ---------------------------------------------------------------------------------------------
+// control
+
+void pool_core::wait_ready(std::chrono::milliseconds timeout) {
+  if (m_cfg.min_idle == 0) {
+    // Nothing is opened ahead of demand: make one connection's worth of demand and give it back.
+    try {
+      lease l = acquire(timeout);
+    } catch (const acquire_timeout_error& e) {
+      if (!e.last_connect_error().empty())
+        throw connect_error(e.last_connect_error().message, e.last_connect_error().sqlstate);
+      throw;
+    }
+    return;
+  }
+  const time_point start = m_clock->now();
+  const time_point deadline = start + timeout;
+  std::unique_lock<std::mutex> lk(m_mu);
+  for (;;) {
+    if (m_closed) throw pool_closed();
+    if (m_slots.size() >= m_cfg.min_idle) return;
+    const time_point now = m_clock->now();
+    if (now >= deadline) {
+      const last_error& le = m_stats.last_connect_error;
+      if (!le.empty()) throw connect_error(le.message, le.sqlstate);
+      throw acquire_timeout_error(std::chrono::duration_cast<std::chrono::milliseconds>(now - start),
+                                  snapshot_locked());
+    }
+    m_clock->wait_until(m_ready_cv, lk, deadline);
+  }
+}
+
+pool_stats pool_core::stats() const {
+  std::lock_guard<std::mutex> lk(m_mu);
+  return snapshot_locked();
+}
+
+void pool_core::evict_all() {
+  std::vector<std::unique_ptr<physical>> doomed;
+  {
+    std::lock_guard<std::mutex> lk(m_mu);
+    if (m_closed) return;
+    ++m_generation;
+    while (!m_idle.empty()) {
+      slot* s = m_idle.back();
+      m_idle.pop_back();
+      ++m_in_use;
+      doomed.push_back(remove_slot_locked(s, close_reason::evicted));
+    }
+    if (connect_needed_locked()) wake_connectors_locked();
+  }
+}
+
+void pool_core::close() {
+  std::vector<std::unique_ptr<physical>> doomed;
+  {
+    std::lock_guard<std::mutex> lk(m_mu);
+    if (!m_closed) {
+      m_closed = true;
+      while (!m_idle.empty()) {
+        slot* s = m_idle.back();
+        m_idle.pop_back();
+        ++m_in_use;
+        doomed.push_back(remove_slot_locked(s, close_reason::closed));
+      }
+      for (waiter* w = m_wait_head; w != nullptr; w = w->next) w->cv.notify_one();
+      m_connect_cv.notify_all();  // every worker must exit
+      m_maint_cv.notify_all();
+      m_ready_cv.notify_all();
+    }
+  }
+  doomed.clear();
+  std::call_once(m_join_once, [this] {
+    for (std::thread& t : m_threads)
+      if (t.joinable()) t.join();
+  });
+}
+
+time_point pool_core::expires_at(const lease& l) noexcept { return l.m_slot->expires_at; }
+physical* pool_core::physical_of(const lease& l) noexcept { return l.m_slot->conn.get(); }
+
+// ---------------------------------------------------------------------------------------------
+// background threads
+
+void pool_core::connect_loop() {
+  std::unique_lock<std::mutex> lk(m_mu);
+  while (!m_closed) {
+    if (!connect_needed_locked()) {
+      ++m_connectors_sleeping;
+      m_clock->wait_until(m_connect_cv, lk, time_point::max());
+      --m_connectors_sleeping;
+      continue;
+    }
+    const time_point start = m_clock->now();
+    if (start < m_next_connect_at) {  // backing off after a failure
+      ++m_connectors_sleeping;
+      m_clock->wait_until(m_connect_cv, lk, m_next_connect_at);
+      --m_connectors_sleeping;
+      continue;
+    }
+    ++m_connecting;
+    const std::uint64_t generation = m_generation;
+    if (connect_needed_locked()) wake_connectors_locked();  // more wanted: another worker helps
+    lk.unlock();
+
+    std::unique_ptr<physical> conn;
+    last_error failure;
+    try {
+      conn = m_connector->connect(start + m_cfg.connect_timeout);
+    } catch (const connect_error& e) {
+      failure.message = e.what();
+      failure.sqlstate = e.sqlstate();
+    } catch (const std::exception& e) {
+      failure.message = e.what();
+    } catch (...) {
+      failure.message = "unknown exception while connecting";
+    }
+    if (!conn && failure.message.empty()) failure.message = "connector returned no connection";
+    const time_point done = m_clock->now();
+
+    std::unique_ptr<physical> doomed;
+    lk.lock();
+    --m_connecting;
+    if (conn) {
+      ++m_stats.connections_created;
+      m_backoff = m_cfg.connect_backoff_initial;
+      m_next_connect_at = time_point{};
+      if (m_closed || generation != m_generation) {
+        if (!m_closed) ++m_stats.evicted;
+        doomed = std::move(conn);
+      } else {
+        auto s = std::make_unique<slot>();
+        s->conn = std::move(conn);
+        s->created_at = m_clock->now();  // read under the lock: the time it becomes available
+        if (m_cfg.max_lifetime.count() > 0) {
+          const double jitter = std::uniform_real_distribution<double>(0.0, 1.0)(m_rng) * m_cfg.lifetime_jitter;
+          s->expires_at = s->created_at + std::chrono::duration_cast<duration>(
+                                              std::chrono::duration<double, std::nano>(m_cfg.max_lifetime) *
+                                              (1.0 - jitter));
+        }
+        s->last_used_at = s->last_alive_at = m_clock->coarse_now();
+        s->generation = generation;
+        s->fresh = true;
+        s->index = m_slots.size();
+        slot* raw = s.get();
+        m_slots.push_back(std::move(s));  // capacity reserved: no allocation
+        ++m_in_use;
+        if (m_replacements_wanted > 0) --m_replacements_wanted;
+        doomed = put_back_locked(raw, raw->created_at);
+        m_maint_cv.notify_one();  // its expiry may be the next deadline
+      }
+    } else {
+      ++m_stats.connect_errors;
+      failure.time = std::chrono::system_clock::now();
+      m_stats.last_connect_error = std::move(failure);
+      m_next_connect_at = done + m_backoff;
+      m_backoff = std::min<duration>(m_backoff * 2, m_cfg.connect_backoff_max);
+    }
+    m_ready_cv.notify_all();
+    if (doomed) {
+      lk.unlock();
+      doomed.reset();
+      lk.lock();
+    }
+  }
+}
+
+time_point pool_core::maintenance_sweep_locked(time_point now, std::vector<std::unique_ptr<physical>>& doomed,
+                                               std::vector<slot*>& to_ping) {
+  time_point next = m_cfg.health_check_period.count() > 0 ? now + m_cfg.health_check_period : time_point::max();
+  auto take_idle_at = [this](std::size_t i) {
+    slot* s = m_idle[i];
+    m_idle.erase(m_idle.begin() + static_cast<std::ptrdiff_t>(i));
+    ++m_in_use;
+    return s;
+  };
+  // Retired idle connections (expired or of an old generation) close now.
+  for (std::size_t i = 0; i < m_idle.size();) {
+    if (is_retired_locked(*m_idle[i], now)) {
+      const bool evicted = m_idle[i]->generation != m_generation;
+      doomed.push_back(remove_slot_locked(take_idle_at(i), evicted ? close_reason::evicted : close_reason::max_lifetime));
+    } else {
+      ++i;
+    }
+  }
+  // Idle reaping: the bottom of the stack is the least recently returned; never below min_idle.
+  if (m_cfg.idle_timeout.count() > 0) {
+    while (m_idle.size() > m_cfg.min_idle && now - m_idle.front()->last_used_at >= m_cfg.idle_timeout)
+      doomed.push_back(remove_slot_locked(take_idle_at(0), close_reason::idle));
+    if (m_idle.size() > m_cfg.min_idle) next = std::min(next, m_idle.front()->last_used_at + m_cfg.idle_timeout);
+  }
+  // Health pings for connections idle (not known alive) for a whole period.
+  if (m_cfg.health_check_period.count() > 0) {
+    for (std::size_t i = 0; i < m_idle.size();) {
+      if (now - m_idle[i]->last_alive_at >= m_cfg.health_check_period) {
+        to_ping.push_back(take_idle_at(i));
+      } else {
+        next = std::min(next, m_idle[i]->last_alive_at + m_cfg.health_check_period);
+        ++i;
+      }
+    }
+  }
+  // Replacements ahead of expiry, and the next expiry to wake up for.
+  if (m_cfg.max_lifetime.count() > 0) {
+    for (const auto& s : m_slots) {
+      const time_point replace_at = s->expires_at - m_expiry_lead;
+      if (!s->replacement_requested && now >= replace_at) {
+        s->replacement_requested = true;
+        ++m_replacements_wanted;
+      } else if (!s->replacement_requested) {
+        next = std::min(next, replace_at);
+      }
+      if (s->expires_at > now) next = std::min(next, s->expires_at);
+    }
+  }
+  if (connect_needed_locked()) wake_connectors_locked();
+  return next;
+}
+
+void pool_core::maintenance_loop() {
+  std::unique_lock<std::mutex> lk(m_mu);
+  for (;;) {
+    std::vector<std::unique_ptr<physical>> doomed;
+    std::vector<slot*> resets;
+    std::vector<slot*> to_ping;
+    doomed.swap(m_close_queue);
+    resets.swap(m_reset_queue);
+    if (m_closed) {
+      for (slot* s : resets) doomed.push_back(remove_slot_locked(s, close_reason::closed));
+      lk.unlock();
+      return;  // doomed closes here
+    }
+    const time_point now = m_clock->now();
+    const time_point next = maintenance_sweep_locked(now, doomed, to_ping);
+    if (doomed.empty() && resets.empty() && to_ping.empty()) {
+      m_clock->wait_until(m_maint_cv, lk, next);
+      continue;
+    }
+    lk.unlock();
+    doomed.clear();
+    // Rollbacks/resets and pings run here, outside the lock, one connection at a time.
+    auto settle = [&](slot* s, bool ok, close_reason why) {
+      std::unique_ptr<physical> gone;
+      lk.lock();
+      if (ok) {
+        s->last_alive_at = m_clock->coarse_now();
+        gone = put_back_locked(s, s->last_alive_at);  // closes it instead if retired meanwhile
+      } else {
+        gone = remove_slot_locked(s, m_closed ? close_reason::closed : why);
+      }
+      lk.unlock();
+    };
+    for (slot* s : resets)
+      settle(s, s->conn->reset(m_clock->now() + m_cfg.validation_timeout, m_cfg.reset), close_reason::broken);
+    for (slot* s : to_ping)
+      settle(s, s->conn->validate(m_clock->now() + m_cfg.validation_timeout), close_reason::validation_failed);
+    lk.lock();
+  }
+}
+
+}  // namespace pqxxpool::core

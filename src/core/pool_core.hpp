@@ -1,0 +1,149 @@
+#pragma once
+// The generic slot pool: no libpq, no I/O of its own. It hands out `physical` connections made by
+// an injected `connector`, keeps time with an injected `clock`, and runs its background work on
+// threads it owns (max_connecting connect workers and one maintenance thread).
+//
+// Locking: one mutex, m_mu, guards every member marked "guarded by m_mu". Work that calls libpq,
+// a hook or the connector (connect, validate, reset, close) is moved out of the lock: reserve
+// under the lock, act outside it, publish under it. Every condition variable here is notified
+// while m_mu is held: a waiter's condition variable lives on the waiting thread's stack and may be
+// destroyed as soon as that thread sees its slot, so a notify after unlocking could touch a dead
+// object.
+//
+// Invariant (under m_mu): total = m_idle.size() + m_in_use + m_connecting <= max_size, and
+// m_slots.size() == m_idle.size() + m_in_use.
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "core/clock.hpp"
+#include "core/connector.hpp"
+#include "pqxxpool/config.hpp"
+#include "pqxxpool/pool.hpp"
+#include "pqxxpool/stats.hpp"
+
+namespace pqxxpool::core {
+
+/// One live physical connection and its bookkeeping. Fields other than `conn` are guarded by
+/// m_mu; `conn` is used only by the thread that holds the slot (the lessee, or the pool thread
+/// validating/resetting it) and outside the lock.
+struct slot {
+  std::unique_ptr<physical> conn;
+  time_point created_at{};
+  time_point expires_at{time_point::max()};
+  time_point last_used_at{};   // last return by a user (coarse clock): drives idle_timeout
+  time_point last_alive_at{};  // last return or successful round trip: drives validation and pings
+  std::uint64_t generation = 0;
+  std::size_t index = 0;           // position in pool_core::m_slots, for O(1) removal
+  bool replacement_requested = false;
+  bool fresh = false;              // published by a connect and not yet handed out
+};
+
+/// A thread blocked in acquire(). Lives on that thread's stack; linked into the FIFO queue.
+struct waiter {
+  std::condition_variable cv;
+  slot* handed = nullptr;      // set by a hand-off; the waiter owns the slot from then on
+  time_point enqueued_at{};
+  bool woken = false;          // woken to compete for an idle connection (within the window)
+  waiter* prev = nullptr;
+  waiter* next = nullptr;
+};
+
+class pool_core {
+ public:
+  /// Starts the background threads. cfg must already be validated. seed fixes the lifetime
+  /// jitter draws for tests (0 = random).
+  pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shared_ptr<clock> clk,
+            std::uint64_t seed = 0);
+  ~pool_core();
+  pool_core(const pool_core&) = delete;
+  pool_core& operator=(const pool_core&) = delete;
+
+  lease acquire(std::chrono::milliseconds timeout);
+  lease try_acquire();
+  void wait_ready(std::chrono::milliseconds timeout);
+  pool_stats stats() const;
+  void evict_all();
+  void close();
+  const pool_config& config() const noexcept { return m_cfg; }
+
+  /// Called by ~pool: close(), then delete this now, or let the last outstanding lease do it.
+  void destroy_from_owner() noexcept;
+
+  /// Called by lease. Never throws.
+  void give_back(slot* s, bool discard) noexcept;
+
+  /// Expiry time of a leased slot (for tests). Never throws.
+  static time_point expires_at(const lease& l) noexcept;
+  /// The physical connection behind a lease (for tests). Never throws.
+  static physical* physical_of(const lease& l) noexcept;
+
+ private:
+  enum class close_reason { max_lifetime, idle, broken, validation_failed, discarded, evicted, closed };
+
+  // --- helpers, all called with m_mu held -------------------------------------------------
+  std::size_t total_locked() const noexcept { return m_idle.size() + m_in_use + m_connecting; }
+  bool oldest_waiter_past_window_locked(time_point now) const noexcept;
+  bool connect_needed_locked() const noexcept;
+  void wake_connectors_locked() noexcept;
+  slot* pop_usable_idle_locked(time_point coarse_now, std::vector<std::unique_ptr<physical>>& doomed);
+  bool is_retired_locked(const slot& s, time_point coarse_now) const noexcept;
+  std::unique_ptr<physical> remove_slot_locked(slot* s, close_reason why) noexcept;
+  [[nodiscard]] std::unique_ptr<physical> put_back_locked(slot* s, time_point now) noexcept;
+  void wake_idle_competitor_locked() noexcept;
+  void enqueue_locked(waiter& w) noexcept;
+  void dequeue_locked(waiter& w) noexcept;
+  pool_stats snapshot_locked() const;
+  bool needs_validation(const slot& s, time_point coarse_now) const noexcept;
+
+  // --- the acquire slow path ---------------------------------------------------------------
+  slot* wait_for_slot(std::unique_lock<std::mutex>& lk, time_point deadline,
+                      std::vector<std::unique_ptr<physical>>& doomed);
+  lease hand_out(slot* s, time_point coarse_now, std::optional<time_point> deadline);
+
+  // --- background threads ----------------------------------------------------------------
+  void connect_loop();
+  void maintenance_loop();
+  time_point maintenance_sweep_locked(time_point now, std::vector<std::unique_ptr<physical>>& doomed,
+                                      std::vector<slot*>& to_ping);
+
+  const pool_config m_cfg;
+  const std::unique_ptr<connector> m_connector;
+  const std::shared_ptr<clock> m_clock;
+  const duration m_expiry_lead;  // open a replacement this long before a connection expires
+
+  mutable std::mutex m_mu;
+  // guarded by m_mu:
+  std::vector<std::unique_ptr<slot>> m_slots;  // every live connection (idle or in use)
+  std::vector<slot*> m_idle;                   // stack; back() = most recently returned
+  std::size_t m_in_use = 0;
+  std::size_t m_connecting = 0;
+  waiter* m_wait_head = nullptr;
+  waiter* m_wait_tail = nullptr;
+  std::size_t m_waiting = 0;
+  std::uint64_t m_generation = 0;
+  bool m_closed = false;
+  bool m_orphaned = false;  // the pool object is gone; the last lease deletes this
+  std::size_t m_replacements_wanted = 0;
+  time_point m_next_connect_at{};
+  duration m_backoff{};
+  std::mt19937_64 m_rng;
+  std::vector<std::unique_ptr<physical>> m_close_queue;  // closed by the maintenance thread
+  std::vector<slot*> m_reset_queue;                      // in use; rolled back by maintenance
+  pool_stats m_stats;  // counters, histogram, last error (gauges filled in by snapshot_locked)
+  std::condition_variable m_connect_cv;  // connect workers wait here
+  std::condition_variable m_maint_cv;    // the maintenance thread waits here
+  std::condition_variable m_ready_cv;    // wait_ready() waits here (notify_all: any number)
+  std::size_t m_connectors_sleeping = 0;
+
+  std::vector<std::thread> m_threads;  // touched only by the constructor and close()
+  std::once_flag m_join_once;
+};
+
+}  // namespace pqxxpool::core

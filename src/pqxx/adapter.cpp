@@ -1,0 +1,525 @@
+// libpq / libpqxx side of pqxxpool: building the connection parameters, opening connections with
+// a hard deadline, and the per-connection operations the pool core needs (return check,
+// validation round trip, rollback). Only the class that wraps a libpq handle in a libpqxx
+// connection depends on the libpqxx major version.
+
+#include "pqxx/adapter.hpp"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <new>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <libpq-fe.h>
+
+#include <pqxx/connectionpolicy>
+#include <pqxx/except>
+#include <pqxx/version>
+
+#include "pqxxpool/errors.hpp"
+
+namespace pqxxpool::pqxx_adapter {
+
+namespace {
+
+using std::chrono::steady_clock;
+
+// ---------------------------------------------------------------------------------------------
+// libpq handle ownership and message helpers
+
+struct pgconn_finisher {
+  void operator()(PGconn* conn) const noexcept { PQfinish(conn); }
+};
+using pgconn_ptr = std::unique_ptr<PGconn, pgconn_finisher>;
+
+struct conninfo_freer {
+  void operator()(PQconninfoOption* options) const noexcept { PQconninfoFree(options); }
+};
+using conninfo_ptr = std::unique_ptr<PQconninfoOption, conninfo_freer>;
+
+struct pgresult_clearer {
+  void operator()(PGresult* res) const noexcept { PQclear(res); }
+};
+using pgresult_ptr = std::unique_ptr<PGresult, pgresult_clearer>;
+
+constexpr std::string_view ellipsis = "\xE2\x80\xA6";  // "…" in UTF-8
+
+bool is_space(char c) noexcept { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+std::string_view trim(std::string_view text) noexcept {
+  while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
+  while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
+  return text;
+}
+
+// libpq's messages about an unparsable conninfo quote pieces of the input, which may be (part of)
+// a password. Every quoted fragment becomes "…". The pairing of quotes is trusted only when each
+// opening quote starts a word and each closing quote ends one; otherwise the input itself
+// contained a quote and pairing could expose text between two fragments, so everything from the
+// first quote on is dropped.
+std::string elide_quoted(std::string_view text) {
+  std::vector<std::size_t> quotes;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '"') quotes.push_back(i);
+  }
+  bool well_formed = quotes.size() % 2 == 0;
+  for (std::size_t k = 0; well_formed && k < quotes.size(); k += 2) {
+    const std::size_t open = quotes[k];
+    const std::size_t close = quotes[k + 1];
+    const bool opens_word = open == 0 || is_space(text[open - 1]) || text[open - 1] == '(';
+    const bool closes_word = close + 1 == text.size() || is_space(text[close + 1]) ||
+                             std::string_view{",.:;)"}.find(text[close + 1]) != std::string_view::npos;
+    well_formed = opens_word && closes_word;
+  }
+
+  std::string out;
+  if (!well_formed) {
+    out.append(text.substr(0, quotes.front())).append("\"").append(ellipsis).append("\"");
+    return out;
+  }
+  std::size_t done = 0;
+  for (std::size_t k = 0; k < quotes.size(); k += 2) {
+    out.append(text.substr(done, quotes[k] + 1 - done)).append(ellipsis);
+    done = quotes[k + 1];
+  }
+  out.append(text.substr(done));
+  return out;
+}
+
+// Defence in depth: libpq never echoes a password, but hooks and future libpq versions might.
+std::string scrub(std::string message, const std::vector<std::string>& secrets) {
+  for (const auto& secret : secrets) {
+    if (secret.empty()) continue;
+    for (auto pos = message.find(secret); pos != std::string::npos; pos = message.find(secret, pos + 3)) {
+      message.replace(pos, secret.size(), "***");
+    }
+  }
+  return message;
+}
+
+// Verbose mode (needed for the SQLSTATE) adds "LOCATION:  function, file.c:line" lines that mean
+// nothing to a pool user; drop them and the trailing newline libpq appends.
+std::string clean_libpq_message(std::string_view message) {
+  std::string out;
+  while (!message.empty()) {
+    const auto eol = message.find('\n');
+    const auto line = message.substr(0, eol);
+    if (line.rfind("LOCATION:  ", 0) != 0) out.append(line).append("\n");
+    message = eol == std::string_view::npos ? std::string_view{} : message.substr(eol + 1);
+  }
+  return std::string{trim(out)};
+}
+
+std::string exception_text(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception not derived from std::exception";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting on a libpq socket against a deadline
+
+enum class wait_result { ready, timed_out, failed };
+
+// Waits until the connection's socket reports one of `events` (or an error condition, which the
+// caller's next libpq call will diagnose). The socket is looked up afresh because PQconnectPoll
+// may switch to a new one (next host, or SSL/GSS fallback).
+wait_result wait_socket(PGconn* conn, short events, core::time_point deadline) noexcept {
+  for (;;) {
+    const int fd = PQsocket(conn);
+    if (fd < 0) {
+      errno = EBADF;  // for the caller's message
+      return wait_result::failed;
+    }
+    const auto now = steady_clock::now();
+    if (now >= deadline) return wait_result::timed_out;
+    // Round up so a poll that times out really has reached the deadline (no busy loop).
+    const auto remaining = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+    const int timeout_ms = static_cast<int>(std::min<decltype(remaining)>(remaining, INT_MAX));
+    pollfd pfd{fd, events, 0};
+    const int n = ::poll(&pfd, 1, timeout_ms);
+    if (n > 0) return wait_result::ready;
+    if (n < 0 && errno != EINTR) return wait_result::failed;
+  }
+}
+
+// Sends `sql` and collects its results without ever blocking past `deadline`. True only if
+// exactly one result with status `expected` arrived and nothing failed. The connection is put in
+// non-blocking mode for the round trip; blocking mode (which libpqxx relies on) is restored only
+// on success, because restoring it flushes unsent output and could block. On failure the pool
+// closes the connection anyway, and a non-blocking PQfinish cannot hang.
+bool round_trip(PGconn* conn, const char* sql, ExecStatusType expected, core::time_point deadline) noexcept {
+  if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
+  if (PQsetnonblocking(conn, 1) != 0) return false;
+  if (PQsendQuery(conn, sql) == 0) return false;
+
+  // Flush as libpq documents for non-blocking mode: while output is pending, wait for either
+  // direction, and consume input when readable so the server cannot deadlock us.
+  for (int pending = PQflush(conn); pending != 0; pending = PQflush(conn)) {
+    if (pending < 0) return false;
+    if (wait_socket(conn, POLLIN | POLLOUT, deadline) != wait_result::ready) return false;
+    if (PQconsumeInput(conn) == 0) return false;
+  }
+
+  int matching = 0;
+  bool ok = true;
+  for (;;) {
+    while (PQisBusy(conn) != 0) {
+      if (wait_socket(conn, POLLIN, deadline) != wait_result::ready) return false;
+      if (PQconsumeInput(conn) == 0) return false;
+    }
+    const pgresult_ptr res{PQgetResult(conn)};
+    if (!res) break;
+    if (PQresultStatus(res.get()) == expected) {
+      ++matching;
+    } else {
+      ok = false;  // keep draining so the connection is left in a consistent state
+    }
+  }
+  if (!ok || matching != 1 || PQstatus(conn) != CONNECTION_OK) return false;
+  return PQsetnonblocking(conn, 0) == 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wrapping a libpq handle in a libpqxx connection
+
+#if PQXX_VERSION_MAJOR < 7
+
+// libpqxx 6 only builds connections from a conninfo string and hides the handle. A connection
+// policy is its only hook into handle management: connection_base asks it for a handle in init()
+// and hands the handle back on disconnect. This policy hands over the handle we connected
+// ourselves exactly once, so libpqxx can never open a connection on its own, and keeps track of
+// the current handle so the pool can reach it for status checks and round trips. Its options
+// string is empty, so no password is ever stored where libpqxx could show it.
+class handle_policy final : public pqxx::connectionpolicy {
+ public:
+  // Takes the handle from `conn` only once the base is built, so a throw leaves it with the caller.
+  explicit handle_policy(pgconn_ptr&& conn) : pqxx::connectionpolicy{std::string{}}, m_pending{conn.release()} {}
+  ~handle_policy() noexcept override {
+    if (m_pending != nullptr) PQfinish(m_pending);  // never handed over (construction failed)
+  }
+  handle_policy(const handle_policy&) = delete;
+  handle_policy& operator=(const handle_policy&) = delete;
+
+  handle do_startconnect(handle orig) override {
+    if (orig != nullptr) return orig;
+    // Later calls (a reactivation attempt) get nullptr, which libpqxx reports as broken.
+    m_current = std::exchange(m_pending, nullptr);
+    return m_current;
+  }
+  handle do_dropconnect(handle orig) noexcept override {
+    m_current = nullptr;
+    return orig;
+  }
+  handle do_disconnect(handle orig) noexcept override {
+    m_current = nullptr;
+    return pqxx::connectionpolicy::do_disconnect(orig);  // do_dropconnect, then PQfinish
+  }
+
+  [[nodiscard]] PGconn* current() const noexcept { return m_current; }
+
+ private:
+  PGconn* m_pending;
+  PGconn* m_current = nullptr;
+};
+
+// The connection users get. Built exactly like pqxx::basic_connection_base: connection_base only
+// stores the reference to m_policy in its constructor, so passing the not yet constructed member
+// is fine, and the destructor closes while m_policy still exists.
+class pooled_connection final : public pqxx::connection_base {
+ public:
+  explicit pooled_connection(pgconn_ptr&& conn) : pqxx::connection_base{m_policy}, m_policy{std::move(conn)} {
+    try {
+      init();  // takes the handle and sets up libpqxx's session state (server version, notices)
+    } catch (...) {
+      close();
+      throw;
+    }
+    // A lost connection must stay lost: without this libpqxx 6 silently reconnects with its
+    // (empty) conninfo, i.e. to libpq's defaults, behind the pool's back.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    inhibit_reactivation(true);
+#pragma GCC diagnostic pop
+  }
+  ~pooled_connection() noexcept { close(); }
+  pooled_connection(const pooled_connection&) = delete;
+  pooled_connection& operator=(const pooled_connection&) = delete;
+
+  /// The libpq handle, or nullptr once libpqxx has dropped it.
+  [[nodiscard]] PGconn* handle() const noexcept { return m_policy.current(); }
+
+ private:
+  handle_policy m_policy;
+};
+
+#else
+#error "libpqxx 7 support: TODO (pqxx::connection can adopt a PGconn* there; see adapter.hpp)"
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// core::physical
+
+class pooled_physical final : public core::physical {
+ public:
+  explicit pooled_physical(std::unique_ptr<pooled_connection> conn) noexcept : m_conn{std::move(conn)} {}
+
+  core::return_state check_return() noexcept override {
+    PGconn* const conn = m_conn->handle();
+    if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return core::return_state::broken;
+    switch (PQtransactionStatus(conn)) {
+      case PQTRANS_IDLE:
+        return core::return_state::clean;
+      case PQTRANS_INTRANS:
+      case PQTRANS_INERROR:
+        return core::return_state::dirty;
+      case PQTRANS_ACTIVE:   // a query still running: its results would reach the next user
+      case PQTRANS_UNKNOWN:  // connection bad
+        break;
+    }
+    return core::return_state::broken;
+  }
+
+  bool validate(core::time_point deadline) noexcept override {
+    return round_trip(m_conn->handle(), "", PGRES_EMPTY_QUERY, deadline);
+  }
+
+  bool reset(core::time_point deadline, const std::function<void(connection&)>& reset_hook) noexcept override {
+    PGconn* const conn = m_conn->handle();
+    if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
+    const PGTransactionStatusType status = PQtransactionStatus(conn);
+    if (status == PQTRANS_INTRANS || status == PQTRANS_INERROR) {
+      if (!round_trip(conn, "ROLLBACK", PGRES_COMMAND_OK, deadline)) return false;
+    }
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE) return false;
+    if (!reset_hook) return true;
+    try {
+      reset_hook(*m_conn);
+    } catch (...) {
+      return false;
+    }
+    // A hook that left a transaction open or lost the connection must not pass as reset.
+    return check_return() == core::return_state::clean;
+  }
+
+  connection* user_connection() noexcept override { return m_conn.get(); }
+
+ private:
+  std::unique_ptr<pooled_connection> m_conn;  // its destructor closes the connection
+};
+
+// ---------------------------------------------------------------------------------------------
+// core::connector
+
+std::string password_of(const connect_params& params) {
+  const std::string* password = params.get("password");
+  return password != nullptr ? *password : std::string{};
+}
+
+// Where a timed-out connect was going, for the error message (never credentials).
+std::string target_of(PGconn* conn) {
+  std::string out;
+  const char* host = PQhost(conn);
+  const char* port = PQport(conn);
+  if (host != nullptr && *host != '\0') out.append(" to host ").append(host);
+  if (port != nullptr && *port != '\0') out.append(" port ").append(port);
+  return out;
+}
+
+class pqxx_connector final : public core::connector {
+ public:
+  pqxx_connector(const pool_config& cfg, connect_params base)
+      : m_before_connect{cfg.before_connect}, m_after_connect{cfg.after_connect}, m_base{std::move(base)} {}
+
+  std::unique_ptr<core::physical> connect(core::time_point deadline) override {
+    const auto started = steady_clock::now();
+    connect_params params = m_base;
+    // Scrubs both passwords: the hook may have replaced the base one, even if it then threw.
+    const auto fail = [this, &params](const std::string& message, std::string sqlstate = {}) {
+      return connect_error{scrub(message, {password_of(m_base), password_of(params)}), std::move(sqlstate)};
+    };
+
+    if (m_before_connect) {
+      try {
+        m_before_connect(params);
+      } catch (...) {
+        throw fail("before_connect hook failed: " + exception_text(std::current_exception()));
+      }
+    }
+
+    pgconn_ptr conn = start(params);
+    // Verbose errors carry the SQLSTATE ("FATAL:  28P01: password authentication failed …").
+    // Set before the first PQconnectPoll, so it applies to errors during authentication too.
+    PQsetErrorVerbosity(conn.get(), PQERRORS_VERBOSE);
+
+    PostgresPollingStatusType state = PGRES_POLLING_WRITING;  // what PQconnectStartParams implies
+    if (PQstatus(conn.get()) == CONNECTION_BAD) state = PGRES_POLLING_FAILED;
+    while (state != PGRES_POLLING_OK) {
+      if (state == PGRES_POLLING_FAILED) {
+        const std::string message = clean_libpq_message(PQerrorMessage(conn.get()));
+        throw fail(message, sqlstate_from_message(message));
+      }
+      const short events = state == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+      switch (wait_socket(conn.get(), events, deadline)) {
+        case wait_result::ready:
+          break;
+        case wait_result::timed_out: {
+          const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);
+          throw fail("connect timed out after " + std::to_string(waited.count()) + " ms (connect_timeout)" +
+                     target_of(conn.get()));
+        }
+        case wait_result::failed:
+          throw fail("connect failed: waiting on the connection's socket failed: " +
+                     std::string{std::strerror(errno)} + target_of(conn.get()));
+      }
+      state = PQconnectPoll(conn.get());
+    }
+    // Users' libpqxx error texts should look as usual.
+    PQsetErrorVerbosity(conn.get(), PQERRORS_DEFAULT);
+
+    std::unique_ptr<pooled_connection> user;
+    try {
+      user = std::make_unique<pooled_connection>(std::move(conn));
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw fail(std::string{"setting up the libpqxx connection failed: "} + e.what());
+    }
+
+    if (m_after_connect) {
+      try {
+        m_after_connect(*user);
+      } catch (const pqxx::sql_error& e) {
+        throw fail(std::string{"after_connect hook failed: "} + e.what(), e.sqlstate());
+      } catch (...) {
+        throw fail("after_connect hook failed: " + exception_text(std::current_exception()));
+      }
+    }
+    return std::make_unique<pooled_physical>(std::move(user));
+  }
+
+ private:
+  // PQconnectStartParams wants parallel, null-terminated keyword and value arrays.
+  static pgconn_ptr start(const connect_params& params) {
+    std::vector<const char*> keywords;
+    std::vector<const char*> values;
+    keywords.reserve(params.items().size() + 1);
+    values.reserve(params.items().size() + 1);
+    for (const auto& [key, value] : params.items()) {
+      keywords.push_back(key.c_str());
+      values.push_back(value.c_str());
+    }
+    keywords.push_back(nullptr);
+    values.push_back(nullptr);
+    // expand_dbname = 0: params already hold the parsed conninfo; a dbname is just a name.
+    pgconn_ptr conn{PQconnectStartParams(keywords.data(), values.data(), 0)};
+    if (!conn) throw std::bad_alloc{};
+    return conn;
+  }
+
+  std::function<void(connect_params&)> m_before_connect;
+  std::function<void(connection&)> m_after_connect;
+  const connect_params m_base;
+};
+
+// ---------------------------------------------------------------------------------------------
+// build_params helpers
+
+conninfo_ptr parse_conninfo(const std::string& conninfo) {
+  char* error = nullptr;
+  conninfo_ptr parsed{PQconninfoParse(conninfo.c_str(), &error)};
+  if (parsed) return parsed;
+  if (error == nullptr) throw std::bad_alloc{};  // libpq's only error without a message
+  const std::string message = elide_quoted(trim(error));
+  PQfreemem(error);
+  throw config_error("conninfo", "cannot be parsed: " + message);
+}
+
+void check_keywords(const std::map<std::string, std::string>& params) {
+  if (params.empty()) return;
+  const conninfo_ptr defaults{PQconndefaults()};
+  if (!defaults) throw std::bad_alloc{};
+  for (const auto& entry : params) {
+    const std::string& key = entry.first;
+    bool known = false;
+    for (const PQconninfoOption* option = defaults.get(); option->keyword != nullptr && !known; ++option) {
+      known = key == option->keyword;
+    }
+    if (!known) {
+      throw config_error("params[\"" + key + "\"]",
+                         "unknown libpq connection keyword \"" + key +
+                             "\"; allowed: host, hostaddr, port, dbname, user, password, sslmode, "
+                             "application_name, options, … (see PQconndefaults())");
+    }
+  }
+}
+
+}  // namespace
+
+connect_params build_params(const pool_config& cfg) {
+  const conninfo_ptr parsed = parse_conninfo(cfg.conninfo);
+  check_keywords(cfg.params);
+
+  connect_params out;
+  for (const PQconninfoOption* option = parsed.get(); option->keyword != nullptr; ++option) {
+    if (option->val != nullptr) out.set(option->keyword, option->val);
+  }
+  for (const auto& [key, value] : cfg.params) out.set(key, value);
+
+  // libpq would otherwise notice a dead peer only after the kernel's TCP timeout (hours).
+  const auto add_default = [&out](const char* key, std::string value) {
+    if (!out.contains(key)) out.set(key, std::move(value));
+  };
+  add_default("keepalives", "1");
+  add_default("keepalives_idle", "30");
+  add_default("keepalives_interval", "10");
+  add_default("keepalives_count", "3");
+  // Our own poll loop enforces cfg.connect_timeout; this is for any blocking libpq connect.
+  // libpq treats 1 as 2, so say 2.
+  const auto timeout_s = std::chrono::ceil<std::chrono::seconds>(cfg.connect_timeout).count();
+  add_default("connect_timeout", std::to_string(std::max<decltype(timeout_s)>(timeout_s, 2)));
+  add_default("application_name", "pqxxpool");
+  return out;
+}
+
+std::unique_ptr<core::connector> make_connector(const pool_config& cfg, connect_params base) {
+  return std::make_unique<pqxx_connector>(cfg, std::move(base));
+}
+
+std::string sqlstate_from_message(std::string_view message) {
+  // Verbose libpq text is "<SEVERITY>:  <SQLSTATE>: <message>". The severity may be translated,
+  // so accept any word; it starts a line, or follows a space as in PostgreSQL 14+'s
+  // "connection to server at … failed: FATAL:  28P01: …".
+  constexpr std::string_view separator = ":  ";
+  for (auto pos = message.find(separator); pos != std::string_view::npos; pos = message.find(separator, pos + 1)) {
+    const std::size_t code = pos + separator.size();
+    if (code + 6 > message.size()) break;
+    const auto code_text = message.substr(code, 5);
+    const bool code_ok = std::all_of(code_text.begin(), code_text.end(),
+                                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'); });
+    if (!code_ok || message[code + 5] != ':') continue;
+    std::size_t word = pos;
+    while (word > 0 && !is_space(message[word - 1]) && message[word - 1] != ':') --word;
+    if (word == pos || (word > 0 && message[word - 1] == ':')) continue;
+    return std::string{code_text};
+  }
+  return {};
+}
+
+}  // namespace pqxxpool::pqxx_adapter

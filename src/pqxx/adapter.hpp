@@ -1,0 +1,32 @@
+#pragma once
+// The only code in pqxxpool that touches libpqxx or libpq. Everything here runs outside the pool's
+// lock. Supporting libpqxx 7 means changing adapter.cpp alone.
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/connector.hpp"
+#include "pqxxpool/config.hpp"
+
+namespace pqxxpool::pqxx_adapter {
+
+/// Parses cfg.conninfo with PQconninfoParse (URI or key=value) and lays cfg.params over it
+/// (a value in params wins). Adds pool defaults where the user gave none: keepalives=1,
+/// keepalives_idle=30, keepalives_interval=10, keepalives_count=3, connect_timeout (seconds,
+/// rounded up from cfg.connect_timeout), application_name=pqxxpool.
+/// Throws config_error for "conninfo" (parse error; quoted fragments of the input are elided so a
+/// password cannot leak) or params["key"] (keyword libpq does not know).
+connect_params build_params(const pool_config& cfg);
+
+/// A core::connector that, per connect: copies `base`, runs cfg.before_connect on the copy,
+/// connects with PQconnectStartParams + PQconnectPoll against the deadline (verbose errors, so the
+/// SQLSTATE can be read), wraps the handle in a libpqxx connection whose automatic reactivation is
+/// inhibited, and runs cfg.after_connect. Failures throw connect_error (message never contains
+/// the password; SQLSTATE parsed from libpq's verbose text when present).
+std::unique_ptr<core::connector> make_connector(const pool_config& cfg, connect_params base);
+
+/// The SQLSTATE in a verbose libpq message ("FATAL:  28P01: password …"), or "" if none.
+std::string sqlstate_from_message(std::string_view message);
+
+}  // namespace pqxxpool::pqxx_adapter

@@ -1,0 +1,79 @@
+#include <cmath>
+#include <functional>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "pqxxpool/config.hpp"
+#include "pqxxpool/errors.hpp"
+
+namespace pqxxpool::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string field_of(const std::function<void(pool_config&)>& change) {
+  pool_config cfg;
+  change(cfg);
+  try {
+    cfg.validate();
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string(e.what()).find(e.field()), std::string::npos) << "what() names the field";
+    return e.field();
+  }
+  return "";
+}
+
+TEST(pool_config, defaults_are_valid_and_documented_values) {
+  pool_config cfg;
+  EXPECT_NO_THROW(cfg.validate());
+  EXPECT_EQ(cfg.max_size, 10u);
+  EXPECT_EQ(cfg.min_idle, 2u);
+  EXPECT_EQ(cfg.acquire_timeout, 30s);
+  EXPECT_EQ(cfg.connect_timeout, 10s);
+  EXPECT_EQ(cfg.max_lifetime, 55min);
+  EXPECT_DOUBLE_EQ(cfg.lifetime_jitter, 0.1);
+  EXPECT_EQ(cfg.idle_timeout, 10min);
+  EXPECT_EQ(cfg.validate_after_idle, 1s);
+  EXPECT_EQ(cfg.validation_timeout, 5s);
+  EXPECT_EQ(cfg.health_check_period, 1min);
+  EXPECT_EQ(cfg.max_connecting, 2u);
+  EXPECT_EQ(cfg.max_waiting, 0u);
+}
+
+TEST(pool_config, each_bad_field_is_named) {
+  EXPECT_EQ(field_of([](pool_config& c) { c.max_size = 0; }), "max_size");
+  EXPECT_EQ(field_of([](pool_config& c) { c.min_idle = 11; }), "min_idle");
+  EXPECT_EQ(field_of([](pool_config& c) { c.max_connecting = 0; }), "max_connecting");
+  EXPECT_EQ(field_of([](pool_config& c) { c.max_connecting = 11; }), "max_connecting");
+  EXPECT_EQ(field_of([](pool_config& c) { c.lifetime_jitter = 1.0; }), "lifetime_jitter");
+  EXPECT_EQ(field_of([](pool_config& c) { c.lifetime_jitter = -0.1; }), "lifetime_jitter");
+  EXPECT_EQ(field_of([](pool_config& c) { c.lifetime_jitter = std::nan(""); }), "lifetime_jitter");
+  EXPECT_EQ(field_of([](pool_config& c) { c.acquire_timeout = -1ms; }), "acquire_timeout");
+  EXPECT_EQ(field_of([](pool_config& c) { c.connect_timeout = 0ms; }), "connect_timeout");
+  EXPECT_EQ(field_of([](pool_config& c) { c.max_lifetime = -1ms; }), "max_lifetime");
+  EXPECT_EQ(field_of([](pool_config& c) { c.idle_timeout = -1ms; }), "idle_timeout");
+  EXPECT_EQ(field_of([](pool_config& c) { c.validate_after_idle = -1ms; }), "validate_after_idle");
+  EXPECT_EQ(field_of([](pool_config& c) { c.validation_timeout = 0ms; }), "validation_timeout");
+  EXPECT_EQ(field_of([](pool_config& c) { c.health_check_period = -1ms; }), "health_check_period");
+  EXPECT_EQ(field_of([](pool_config& c) { c.connect_backoff_initial = 0ms; }), "connect_backoff_initial");
+  EXPECT_EQ(field_of([](pool_config& c) { c.connect_backoff_max = 1ms; }), "connect_backoff_max");
+  EXPECT_EQ(field_of([](pool_config& c) { c.fairness_window = std::chrono::microseconds(-1); }), "fairness_window");
+}
+
+TEST(connect_params, set_get_erase_keep_insertion_order) {
+  connect_params p;
+  p.set("host", "a");
+  p.set("port", "5432");
+  p.set("host", "b");
+  ASSERT_NE(p.get("host"), nullptr);
+  EXPECT_EQ(*p.get("host"), "b");
+  EXPECT_EQ(p.items().front().first, "host");
+  EXPECT_TRUE(p.erase("host"));
+  EXPECT_FALSE(p.erase("host"));
+  EXPECT_FALSE(p.contains("host"));
+  EXPECT_EQ(p.items().size(), 1u);
+}
+
+}  // namespace
+}  // namespace pqxxpool::test

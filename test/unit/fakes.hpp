@@ -1,0 +1,228 @@
+#pragma once
+// Test doubles for the pool core: a fake clock that moves only when told, and a fake connector
+// whose connections can be made to fail, break, or come back dirty.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/clock.hpp"
+#include "core/connector.hpp"
+#include "core/pool_core.hpp"
+#include "pqxxpool/errors.hpp"
+
+namespace pqxxpool::test {
+
+using core::duration;
+using core::time_point;
+using namespace std::chrono_literals;
+
+/// A clock that stands still until advance(). Every wait in the core uses the pool's single
+/// mutex; the fake records it and notifies registered waiters while holding it, so a wake-up is
+/// never lost and a waiter's condition variable is never touched after it left its wait.
+class fake_clock final : public core::clock {
+ public:
+  time_point now() noexcept override { return time_point(duration(m_now.load())); }
+  time_point coarse_now() noexcept override { return now(); }
+  duration coarse_lag() const noexcept override { return duration::zero(); }
+
+  void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lk, time_point deadline) override {
+    {
+      std::lock_guard<std::mutex> g(m_reg);
+      m_pool_mutex = lk.mutex();
+    }
+    if (now() >= deadline) return;
+    entry e{&cv, deadline};
+    m_waits.push_back(&e);  // guarded by the pool mutex (held by lk)
+    cv.wait(lk);
+    m_waits.erase(std::find(m_waits.begin(), m_waits.end(), &e));
+  }
+
+  /// Moves time forward and wakes every waiter.
+  void advance(duration d) {
+    std::mutex* mu = nullptr;
+    {
+      // No waiter has registered its mutex yet: move time under m_reg, which a first waiter
+      // takes before it reads the time, so it cannot miss this step.
+      std::lock_guard<std::mutex> g(m_reg);
+      mu = m_pool_mutex;
+      if (mu == nullptr) {
+        m_now += d.count();
+        return;
+      }
+    }
+    std::lock_guard<std::mutex> g(*mu);
+    m_now += d.count();
+    for (entry* e : m_waits) e->cv->notify_all();
+  }
+
+  /// Whether some thread is blocked waiting for exactly this deadline.
+  bool has_waiter_until(time_point deadline) {
+    std::mutex* mu = nullptr;
+    {
+      std::lock_guard<std::mutex> g(m_reg);
+      mu = m_pool_mutex;
+    }
+    if (mu == nullptr) return false;
+    std::lock_guard<std::mutex> g(*mu);
+    return std::any_of(m_waits.begin(), m_waits.end(), [&](entry* e) { return e->deadline == deadline; });
+  }
+
+ private:
+  struct entry {
+    std::condition_variable* cv;
+    time_point deadline;
+  };
+  std::atomic<duration::rep> m_now{std::chrono::duration_cast<duration>(std::chrono::hours(1000)).count()};
+  std::mutex m_reg;
+  std::mutex* m_pool_mutex = nullptr;  // guarded by m_reg
+  std::vector<entry*> m_waits;         // guarded by *m_pool_mutex
+};
+
+/// Shared switches of one fake connection.
+struct fake_state {
+  std::atomic<bool> broken{false};
+  std::atomic<bool> dirty{false};
+  std::atomic<bool> validate_ok{true};
+  std::atomic<int> validations{0};
+  std::atomic<int> resets{0};
+  int id = 0;
+};
+
+class fake_connector;
+
+class fake_physical final : public core::physical {
+ public:
+  fake_physical(std::shared_ptr<fake_state> st, std::atomic<int>& live) : m_state(std::move(st)), m_live(live) {
+    ++m_live;
+  }
+  ~fake_physical() override { --m_live; }
+  core::return_state check_return() noexcept override {
+    if (m_state->broken) return core::return_state::broken;
+    return m_state->dirty ? core::return_state::dirty : core::return_state::clean;
+  }
+  bool validate(time_point) noexcept override {
+    ++m_state->validations;
+    return !m_state->broken && m_state->validate_ok;
+  }
+  bool reset(time_point, const std::function<void(connection&)>&) noexcept override {
+    ++m_state->resets;
+    m_state->dirty = false;
+    return !m_state->broken;
+  }
+  connection* user_connection() noexcept override { return nullptr; }
+  fake_state& state() { return *m_state; }
+
+ private:
+  std::shared_ptr<fake_state> m_state;
+  std::atomic<int>& m_live;
+};
+
+/// Connects instantly unless told to fail or to hold connects at a gate.
+class fake_connector final : public core::connector {
+ public:
+  explicit fake_connector(std::shared_ptr<fake_clock> clk) : m_clock(std::move(clk)) {}
+
+  std::unique_ptr<core::physical> connect(time_point) override {
+    std::unique_lock<std::mutex> lk(m_mu);
+    ++attempts;
+    attempt_times.push_back(m_clock->now());
+    ++m_in_flight;
+    max_in_flight = std::max(max_in_flight, m_in_flight);
+    m_cv.wait(lk, [&] { return !m_gate_closed; });
+    --m_in_flight;
+    if (fail) throw connect_error(fail_message, fail_sqlstate);
+    auto st = std::make_shared<fake_state>();
+    st->id = ++m_next_id;
+    return std::make_unique<fake_physical>(st, live);
+  }
+
+  void close_gate() {
+    std::lock_guard<std::mutex> g(m_mu);
+    m_gate_closed = true;
+  }
+  void open_gate() {
+    std::lock_guard<std::mutex> g(m_mu);
+    m_gate_closed = false;
+    m_cv.notify_all();
+  }
+  int in_flight() {
+    std::lock_guard<std::mutex> g(m_mu);
+    return m_in_flight;
+  }
+  std::vector<time_point> attempts_so_far() {
+    std::lock_guard<std::mutex> g(m_mu);
+    return attempt_times;
+  }
+  void set_failure(bool on, std::string message = "FATAL:  28P01: password authentication failed",
+                   std::string sqlstate = "28P01") {
+    std::lock_guard<std::mutex> g(m_mu);
+    fail = on;
+    fail_message = std::move(message);
+    fail_sqlstate = std::move(sqlstate);
+  }
+
+  std::atomic<int> live{0};  // open fake connections
+  std::atomic<int> attempts{0};
+  int max_in_flight = 0;  // guarded by m_mu
+
+ private:
+  std::shared_ptr<fake_clock> m_clock;
+  std::mutex m_mu;
+  std::condition_variable m_cv;
+  bool m_gate_closed = false;
+  int m_in_flight = 0;
+  int m_next_id = 0;
+  bool fail = false;
+  std::string fail_message, fail_sqlstate;
+  std::vector<time_point> attempt_times;
+};
+
+/// Waits (bounded by 20 s of real time) until pred() holds; the bound only turns a hang into a
+/// failure. It polls with yield, never sleeps: no timing is asserted.
+inline bool eventually(const std::function<bool()>& pred) {
+  const auto give_up = std::chrono::steady_clock::now() + 20s;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+inline fake_state& state_of(const lease& l) {
+  return static_cast<fake_physical*>(core::pool_core::physical_of(l))->state();
+}
+
+/// A pool core over the fakes, deleted through destroy_from_owner like pqxxpool::pool does.
+struct fake_pool {
+  std::shared_ptr<fake_clock> clock = std::make_shared<fake_clock>();
+  fake_connector* connector = nullptr;
+  core::pool_core* core = nullptr;
+
+  /// setup runs on the connector before the pool's threads start (e.g. to make connects fail).
+  explicit fake_pool(pool_config cfg, const std::function<void(fake_connector&)>& setup = {},
+                     std::uint64_t seed = 42) {
+    cfg.validate();
+    auto c = std::make_unique<fake_connector>(clock);
+    connector = c.get();
+    if (setup) setup(*c);
+    core = new core::pool_core(std::move(cfg), std::move(c), clock, seed);
+  }
+  ~fake_pool() {
+    if (core != nullptr) core->destroy_from_owner();
+  }
+  fake_pool(const fake_pool&) = delete;
+  fake_pool& operator=(const fake_pool&) = delete;
+  pool_stats stats() const { return core->stats(); }
+};
+
+}  // namespace pqxxpool::test

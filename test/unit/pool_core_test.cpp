@@ -1,0 +1,382 @@
+// Unit tests of the pool core with a fake connector and a fake clock: lifetimes, idle reaping,
+// backoff and timeouts are exercised in fake time, so nothing here sleeps.
+
+#include <condition_variable>
+#include <future>
+#include <set>
+#include <thread>
+
+#include "fakes.hpp"
+
+namespace pqxxpool::test {
+namespace {
+
+pool_config small_config(std::size_t max_size, std::size_t min_idle) {
+  pool_config cfg;
+  cfg.max_size = max_size;
+  cfg.min_idle = min_idle;
+  cfg.max_connecting = std::min<std::size_t>(2, max_size);
+  return cfg;
+}
+
+TEST(pool_core, opens_min_idle_in_background_and_gauges_add_up) {
+  fake_pool p(small_config(4, 2));
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+  lease l = p.core->acquire(1s);
+  ASSERT_TRUE(l);
+  const pool_stats s = p.stats();
+  EXPECT_EQ(s.total, s.idle + s.in_use + s.connecting);
+  EXPECT_EQ(s.in_use, 1u);
+  EXPECT_EQ(s.acquires, 1u);
+  EXPECT_LE(s.total, 4u);
+  // min_idle counts idle connections: with one leased, the pool tops idle back up to 2.
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+  EXPECT_EQ(p.stats().total, 3u);
+}
+
+TEST(pool_core, wait_ready_returns_once_min_idle_is_open) {
+  fake_pool p(small_config(4, 3));
+  p.core->wait_ready(10s);  // connects are instant; would throw if they failed
+  EXPECT_GE(p.stats().idle + p.stats().in_use, 3u);
+}
+
+TEST(pool_core, wait_ready_throws_the_last_connect_error) {
+  fake_pool p(small_config(2, 1), [](fake_connector& c) { c.set_failure(true); });
+  const time_point start = p.clock->now();  // the fake clock stands still until advance()
+  auto result = std::async(std::launch::async, [&]() -> std::string {
+    try {
+      p.core->wait_ready(50ms);
+      return "no throw";
+    } catch (const connect_error& e) {
+      return e.sqlstate();
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return p.stats().connect_errors >= 1 && p.clock->has_waiter_until(start + 50ms); }));
+  p.clock->advance(100ms);
+  EXPECT_EQ(result.get(), "28P01");
+}
+
+TEST(pool_core, try_acquire_counts_exhaustion_at_max_size) {
+  fake_pool p(small_config(1, 1));
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  lease a = p.core->try_acquire();
+  ASSERT_TRUE(a);
+  lease b = p.core->try_acquire();
+  EXPECT_FALSE(b);
+  EXPECT_EQ(p.stats().pool_exhausted_count, 1u);
+  a.release();
+  lease c = p.core->try_acquire();
+  EXPECT_TRUE(c);
+  EXPECT_EQ(p.stats().pool_exhausted_count, 1u);
+}
+
+TEST(pool_core, acquire_timeout_carries_waited_time_snapshot_and_last_connect_error) {
+  fake_pool p(small_config(2, 0));
+  p.connector->set_failure(true, "FATAL:  28P01: password authentication failed for user \"app\"", "28P01");
+  auto result = std::async(std::launch::async, [&]() -> std::string {
+    try {
+      lease l = p.core->acquire(250ms);
+      return "acquired";
+    } catch (const acquire_timeout_error& e) {
+      EXPECT_GE(e.waited(), 250ms);
+      EXPECT_EQ(e.snapshot().waiting, 0u);  // it left the queue before the snapshot
+      EXPECT_NE(std::string(e.what()).find("28P01"), std::string::npos);
+      return e.last_connect_error().sqlstate;
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1 && p.stats().connect_errors >= 1; }));
+  p.clock->advance(300ms);
+  EXPECT_EQ(result.get(), "28P01");
+  EXPECT_EQ(p.stats().acquire_timeouts, 1u);
+  EXPECT_EQ(p.stats().last_connect_error.sqlstate, "28P01");
+}
+
+TEST(pool_core, zero_timeout_fails_at_once_when_nothing_is_idle) {
+  fake_pool p(small_config(1, 1));
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  lease a = p.core->acquire(0ms);
+  EXPECT_THROW((void)p.core->acquire(0ms), acquire_timeout_error);
+  EXPECT_EQ(p.stats().pool_exhausted_count, 1u);
+}
+
+TEST(pool_core, waiters_are_served_first_come_first_served) {
+  pool_config cfg = small_config(1, 1);
+  cfg.fairness_window = std::chrono::microseconds(100);
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  lease held = p.core->acquire(1s);
+
+  std::mutex order_mu;
+  std::condition_variable order_cv;
+  std::vector<int> order;
+  bool let_go = false;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      lease l = p.core->acquire(1000s);
+      std::unique_lock<std::mutex> g(order_mu);
+      order.push_back(i);
+      order_cv.wait(g, [&] { return let_go; });  // hold the connection until the main thread looked
+    });
+    // Thread i is queued before thread i+1 starts.
+    ASSERT_TRUE(eventually([&] { return p.stats().waiting == static_cast<std::size_t>(i + 1); }));
+  }
+  // Everyone has now waited past the window: a return goes straight to the oldest waiter (it
+  // never becomes idle), so a newcomer cannot take it.
+  p.clock->advance(1ms);
+  held.release();
+  EXPECT_EQ(p.stats().idle, 0u);
+  EXPECT_EQ(p.stats().waiting, 3u);
+  lease newcomer = p.core->try_acquire();
+  EXPECT_FALSE(newcomer);
+  {
+    std::lock_guard<std::mutex> g(order_mu);
+    let_go = true;
+    order_cv.notify_all();
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_EQ(p.stats().waited_acquires, 4u);
+}
+
+TEST(pool_core, max_waiting_rejects_at_once) {
+  pool_config cfg = small_config(1, 1);
+  cfg.max_waiting = 1;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  lease held = p.core->acquire(1s);
+  auto first = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(1000s)); });
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));
+  EXPECT_THROW((void)p.core->acquire(1000s), too_many_waiters);
+  EXPECT_EQ(p.stats().rejected_waiters, 1u);
+  held.release();
+  EXPECT_TRUE(first.get());
+}
+
+TEST(pool_core, lifetime_is_shortened_by_jitter_drawn_per_connection) {
+  pool_config cfg = small_config(8, 8);
+  cfg.max_lifetime = 1000s;
+  cfg.lifetime_jitter = 0.5;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 8; }));
+  const time_point created = p.clock->now();  // the fake clock has not moved
+  std::vector<lease> leases;
+  std::set<time_point> expiries;
+  for (int i = 0; i < 8; ++i) {
+    leases.push_back(p.core->acquire(1s));
+    const time_point e = core::pool_core::expires_at(leases.back());
+    EXPECT_GT(e, created + 500s);
+    EXPECT_LE(e, created + 1000s);
+    expiries.insert(e);
+  }
+  EXPECT_GT(expiries.size(), 4u) << "jitter should spread expiries";
+}
+
+TEST(pool_core, expired_connections_are_never_handed_out_and_retire_on_return) {
+  pool_config cfg = small_config(2, 1);
+  cfg.max_lifetime = 100s;
+  cfg.lifetime_jitter = 0;
+  cfg.health_check_period = 0ms;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  lease l = p.core->acquire(1s);
+  const time_point first_expiry = core::pool_core::expires_at(l);
+  p.clock->advance(101s);
+  l.release();  // in use past its expiry: closed on return
+  ASSERT_TRUE(eventually([&] { return p.stats().closed_max_lifetime >= 1; }));
+  lease fresh = p.core->acquire(1s);
+  ASSERT_TRUE(fresh);
+  EXPECT_GT(core::pool_core::expires_at(fresh), p.clock->now());
+  EXPECT_GT(core::pool_core::expires_at(fresh), first_expiry);
+}
+
+TEST(pool_core, replacement_is_opened_ahead_of_expiry_while_below_max) {
+  pool_config cfg = small_config(3, 1);
+  cfg.max_lifetime = 100s;  // lead = 10 s
+  cfg.lifetime_jitter = 0;
+  cfg.health_check_period = 0ms;
+  cfg.idle_timeout = 0ms;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  lease busy = p.core->acquire(1s);  // in use: idle drops to 0, min_idle opens another
+  ASSERT_TRUE(eventually([&] { return p.stats().total == 2; }));
+  const auto created_before = p.stats().connections_created;
+  p.clock->advance(91s);  // both within the 10 s lead of their expiry
+  ASSERT_TRUE(eventually([&] { return p.stats().connections_created >= created_before + 1; }));
+  EXPECT_LE(p.stats().total, 3u);
+}
+
+TEST(pool_core, idle_reaping_never_goes_below_min_idle) {
+  pool_config cfg = small_config(5, 2);
+  cfg.idle_timeout = 60s;
+  cfg.health_check_period = 0ms;
+  cfg.max_lifetime = 0ms;
+  fake_pool p(cfg);
+  {
+    std::vector<lease> leases;
+    for (int i = 0; i < 5; ++i) leases.push_back(p.core->acquire(1000s));
+  }
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 5; }));
+  p.clock->advance(61s);
+  ASSERT_TRUE(eventually([&] { return p.stats().closed_idle == 3; }));
+  EXPECT_EQ(p.stats().idle, 2u);
+  // One sweep reaps under one hold of the lock, so seeing 3 closed means it stopped at min_idle.
+  EXPECT_EQ(p.stats().total, 2u);
+}
+
+TEST(pool_core, failed_connects_back_off_exponentially_up_to_the_cap) {
+  pool_config cfg = small_config(1, 1);
+  cfg.max_connecting = 1;
+  cfg.connect_backoff_initial = 100ms;
+  cfg.connect_backoff_max = 800ms;
+  fake_pool p(cfg, [](fake_connector& c) { c.set_failure(true); });
+  const int base = 0;
+  std::vector<std::chrono::milliseconds> expected{100ms, 200ms, 400ms, 800ms, 800ms, 800ms};
+  for (std::size_t k = 0; k < expected.size(); ++k) {
+    ASSERT_TRUE(eventually([&] { return p.connector->attempts.load() >= base + static_cast<int>(k) + 1; }));
+    const time_point last = p.connector->attempts_so_far().back();
+    // The worker sleeps until exactly last + backoff: not earlier, not later.
+    ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(last + expected[k]); })) << "step " << k;
+    if (k + 1 == expected.size()) p.connector->set_failure(false);  // the next attempt succeeds
+    p.clock->advance(expected[k]);
+  }
+  EXPECT_GE(p.stats().connect_errors, expected.size());
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+}
+
+TEST(pool_core, at_most_max_connecting_connects_in_flight) {
+  pool_config cfg = small_config(10, 0);
+  cfg.max_connecting = 2;
+  fake_pool p(cfg);
+  p.connector->close_gate();
+  std::vector<std::future<bool>> acquirers;
+  for (int i = 0; i < 5; ++i)
+    acquirers.push_back(std::async(std::launch::async, [&] {
+      lease l = p.core->acquire(1000s);
+      return static_cast<bool>(l);
+    }));
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 5 && p.connector->in_flight() == 2; }));
+  EXPECT_EQ(p.stats().connecting, 2u);
+  p.connector->open_gate();
+  for (auto& a : acquirers) EXPECT_TRUE(a.get());
+  EXPECT_EQ(p.connector->max_in_flight, 2);
+  EXPECT_LE(p.stats().total, 5u);
+}
+
+TEST(pool_core, dirty_return_is_rolled_back_off_the_callers_thread) {
+  fake_pool p(small_config(1, 1));
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  lease l = p.core->acquire(1s);
+  fake_state& st = state_of(l);
+  st.dirty = true;
+  l.release();
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  EXPECT_EQ(st.resets.load(), 1);
+  EXPECT_EQ(p.stats().rollbacks, 1u);
+  lease again = p.core->acquire(1s);
+  EXPECT_FALSE(state_of(again).dirty);
+}
+
+TEST(pool_core, broken_and_discarded_connections_are_closed) {
+  fake_pool p(small_config(2, 2));
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+  lease a = p.core->acquire(1s);
+  lease b = p.core->acquire(1s);
+  state_of(a).broken = true;
+  a.release();
+  b.discard();
+  const pool_stats s = p.stats();
+  EXPECT_EQ(s.closed_broken, 1u);
+  EXPECT_EQ(s.closed_discarded, 1u);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2 && p.connector->live.load() == 2; }));
+}
+
+TEST(pool_core, stale_idle_connection_is_validated_and_replaced_when_dead) {
+  pool_config cfg = small_config(1, 1);
+  cfg.validate_after_idle = 1s;
+  cfg.health_check_period = 0ms;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  {
+    lease l = p.core->acquire(1s);
+    EXPECT_EQ(state_of(l).validations.load(), 0) << "fresh connection needs no round trip";
+    state_of(l).validate_ok = false;  // it will die while idle
+  }
+  p.clock->advance(2s);
+  lease l = p.core->acquire(1000s);
+  ASSERT_TRUE(l);
+  EXPECT_TRUE(state_of(l).validate_ok) << "the dead connection must not be handed out";
+  EXPECT_EQ(p.stats().closed_validation_failed, 1u);
+}
+
+TEST(pool_core, evict_all_retires_every_generation) {
+  fake_pool p(small_config(3, 2));
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+  lease held = p.core->acquire(1s);
+  p.core->evict_all();
+  EXPECT_EQ(p.stats().generation, 1u);
+  held.release();  // old generation: closed on return
+  ASSERT_TRUE(eventually([&] { return p.stats().evicted >= 2 && p.stats().idle == 2; }));
+  lease fresh = p.core->acquire(1s);
+  EXPECT_TRUE(fresh);
+}
+
+TEST(pool_core, close_wakes_waiters_and_is_idempotent) {
+  fake_pool p(small_config(1, 1));
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  lease held = p.core->acquire(1s);
+  auto waiter = std::async(std::launch::async, [&] {
+    try {
+      lease l = p.core->acquire(1000s);
+      return std::string("acquired");
+    } catch (const pool_closed&) {
+      return std::string("closed");
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));
+  p.core->close();
+  p.core->close();
+  EXPECT_EQ(waiter.get(), "closed");
+  EXPECT_THROW((void)p.core->acquire(1s), pool_closed);
+  EXPECT_THROW((void)p.core->try_acquire(), pool_closed);
+  EXPECT_TRUE(p.stats().closed);
+  held.release();  // closes on return
+  EXPECT_EQ(p.stats().total, 0u);
+  EXPECT_EQ(p.connector->live.load(), 0);
+}
+
+TEST(pool_core, lease_may_outlive_the_pool) {
+  auto p = std::make_unique<fake_pool>(small_config(2, 1));
+  ASSERT_TRUE(eventually([&] { return p->stats().idle == 1; }));
+  lease l = p->core->acquire(1s);
+  fake_connector* conn = p->connector;
+  (void)conn;
+  p.reset();  // the pool object goes; the core stays until the lease returns
+  EXPECT_TRUE(l);
+  l.release();  // deletes the core; ASan reports any use after free
+  EXPECT_FALSE(l);
+}
+
+TEST(pool_core, moved_lease_returns_once) {
+  fake_pool p(small_config(1, 1));
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  lease a = p.core->acquire(1s);
+  lease b = std::move(a);
+  EXPECT_FALSE(a);  // NOLINT(bugprone-use-after-move): checking the moved-from state
+  EXPECT_TRUE(b);
+  lease c;
+  c = std::move(b);
+  c.release();
+  c.release();
+  EXPECT_EQ(p.stats().idle, 1u);
+  EXPECT_EQ(p.stats().in_use, 0u);
+}
+
+TEST(pool_core, empty_lease_dereference_throws) {
+  lease empty;
+  EXPECT_FALSE(empty);
+  EXPECT_THROW((void)*empty, pqxxpool::error);
+}
+
+}  // namespace
+}  // namespace pqxxpool::test
