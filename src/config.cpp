@@ -22,9 +22,6 @@ void pool_config::validate() const {
     throw config_error("min_idle", "must be <= max_size (" + std::to_string(max_size) + "), got " +
                                        std::to_string(min_idle));
   if (max_connecting == 0) throw config_error("max_connecting", "must be >= 1, got 0");
-  if (max_connecting > max_size)
-    throw config_error("max_connecting", "must be <= max_size (" + std::to_string(max_size) + "), got " +
-                                             std::to_string(max_connecting));
   if (!(lifetime_jitter >= 0.0 && lifetime_jitter < 1.0))  // also rejects NaN
     throw config_error("lifetime_jitter", "must be in [0, 1), got " + std::to_string(lifetime_jitter));
   require_non_negative("acquire_timeout", acquire_timeout);

@@ -128,7 +128,7 @@ struct pool_config {
   milliseconds health_check_period{60'000};
 
   /// Most connects in flight at once (each runs on its own background thread). Default 2;
-  /// must be ≥ 1 and ≤ max_size.
+  /// must be ≥ 1; values above max_size act as max_size.
   std::size_t max_connecting = 2;
 
   /// Most threads waiting in acquire() at once; beyond it acquire() throws too_many_waiters at

@@ -21,6 +21,7 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
       m_connector(std::move(conn)),
       m_clock(std::move(clk)),
       m_expiry_lead(expiry_lead_for(m_cfg)),
+      m_max_connecting(std::min(m_cfg.max_connecting, m_cfg.max_size)),
       m_rng(seed != 0 ? seed : std::random_device{}()) {
   // Reserved once so that the hot path (idle push/pop) and publishing never allocate.
   m_slots.reserve(m_cfg.max_size);
@@ -29,7 +30,7 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
   m_stats.max_size = m_cfg.max_size;
   m_stats.min_idle = m_cfg.min_idle;
   try {
-    for (std::size_t i = 0; i < m_cfg.max_connecting; ++i) m_threads.emplace_back([this] { connect_loop(); });
+    for (std::size_t i = 0; i < m_max_connecting; ++i) m_threads.emplace_back([this] { connect_loop(); });
     m_threads.emplace_back([this] { maintenance_loop(); });
   } catch (...) {
     close();
@@ -58,7 +59,7 @@ bool pool_core::oldest_waiter_past_window_locked(time_point now) const noexcept 
 }
 
 bool pool_core::connect_needed_locked() const noexcept {
-  if (m_closed || total_locked() >= m_cfg.max_size || m_connecting >= m_cfg.max_connecting) return false;
+  if (m_closed || total_locked() >= m_cfg.max_size || m_connecting >= m_max_connecting) return false;
   // Connections wanted: one per waiter, the min_idle deficit, and replacements for connections
   // about to expire. Idle connections already cover part of the first two.
   const std::size_t wanted = m_waiting + m_cfg.min_idle;
@@ -176,6 +177,11 @@ std::unique_ptr<physical> pool_core::put_back_locked(slot* s, time_point now) no
   --m_in_use;
   m_idle.push_back(s);
   if (m_wait_head != nullptr) wake_idle_competitor_locked();
+  // The maintenance thread sleeps until its next known deadline; an idle connection beyond
+  // min_idle may bring idle reaping earlier. One comparison here, a wake-up only when needed.
+  if (m_cfg.idle_timeout.count() > 0 && m_idle.size() > m_cfg.min_idle &&
+      m_idle.front()->last_used_at + m_cfg.idle_timeout < m_maint_wake)
+    m_maint_cv.notify_one();
   return nullptr;
 }
 
@@ -589,7 +595,9 @@ void pool_core::maintenance_loop() {
     const time_point now = m_clock->now();
     const time_point next = maintenance_sweep_locked(now, doomed, to_ping);
     if (doomed.empty() && resets.empty() && to_ping.empty()) {
+      m_maint_wake = next;
       m_clock->wait_until(m_maint_cv, lk, next);
+      m_maint_wake = time_point::min();  // awake: no one needs to notify
       continue;
     }
     lk.unlock();

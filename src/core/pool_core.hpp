@@ -117,6 +117,7 @@ class pool_core {
   const std::unique_ptr<connector> m_connector;
   const std::shared_ptr<clock> m_clock;
   const duration m_expiry_lead;  // open a replacement this long before a connection expires
+  const std::size_t m_max_connecting;  // min(max_connecting, max_size): one thread each
 
   mutable std::mutex m_mu;
   // guarded by m_mu:
@@ -141,6 +142,7 @@ class pool_core {
   std::condition_variable m_maint_cv;    // the maintenance thread waits here
   std::condition_variable m_ready_cv;    // wait_ready() waits here (notify_all: any number)
   std::size_t m_connectors_sleeping = 0;
+  time_point m_maint_wake = time_point::min();  // when the maintenance thread next wakes by itself
 
   std::vector<std::thread> m_threads;  // touched only by the constructor and close()
   std::once_flag m_join_once;

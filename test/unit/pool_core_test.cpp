@@ -217,6 +217,8 @@ TEST(pool_core, idle_reaping_never_goes_below_min_idle) {
     for (int i = 0; i < 5; ++i) leases.push_back(p.core->acquire(1000s));
   }
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 5; }));
+  // The returns woke the maintenance thread: it now sleeps until exactly the first idle deadline.
+  ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(p.clock->now() + 60s); }));
   p.clock->advance(61s);
   ASSERT_TRUE(eventually([&] { return p.stats().closed_idle == 3; }));
   EXPECT_EQ(p.stats().idle, 2u);

@@ -1,0 +1,341 @@
+// The pool against a real PostgreSQL 15 server over verify-full TLS: lifetimes, idle reaping,
+// validation after pg_terminate_backend (and no silent reconnect), a server restart under load,
+// password rotation through before_connect, dirty returns, and the tunnel/SNI recipe.
+
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "server.hpp"
+
+namespace pqxxpool::itest {
+namespace {
+
+/// Runs `threads` workers doing acquire → SELECT 1 → release until `stop` is set; counts.
+struct load {
+  std::atomic<bool> stop{false};
+  std::atomic<long> ok{0};
+  std::atomic<long> failed{0};
+  std::vector<std::thread> workers;
+  std::mutex error_mu;
+  std::string first_error;
+
+  load(pool& p, int threads, const std::string& sql = "SELECT 1") {
+    for (int i = 0; i < threads; ++i) {
+      workers.emplace_back([this, &p, sql] {
+        while (!stop) {
+          try {
+            lease c = p.acquire();
+            pqxx::nontransaction tx{*c};
+            tx.exec(sql);
+            ++ok;
+          } catch (const std::exception& e) {
+            ++failed;
+            std::lock_guard<std::mutex> g(error_mu);
+            if (first_error.empty()) first_error = e.what();
+          }
+        }
+      });
+    }
+  }
+  void finish() {
+    stop = true;
+    for (auto& t : workers) t.join();
+    workers.clear();
+  }
+  ~load() {
+    if (!workers.empty()) finish();
+  }
+};
+
+TEST(pool_integration, acquire_runs_queries_over_verify_full_tls) {
+  pool_config cfg = app_config("itest_basic");
+  pool p{cfg};
+  p.wait_ready(20s);
+  lease c = p.acquire();
+  pqxx::work tx{*c};
+  EXPECT_EQ(tx.exec("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0].as<bool>(), true);
+  EXPECT_EQ(tx.exec("SELECT current_user")[0][0].as<std::string>(), "app");
+  tx.commit();
+  const pool_stats s = p.stats();
+  EXPECT_EQ(s.total, s.idle + s.in_use + s.connecting);
+  EXPECT_GE(s.connections_created, 2u);
+}
+
+TEST(pool_integration, lifetimes_recycle_under_multithreaded_load_without_failed_queries) {
+  pool_config cfg = app_config("itest_lifetime");
+  cfg.max_size = 4;
+  cfg.min_idle = 2;
+  cfg.max_lifetime = 1500ms;
+  cfg.lifetime_jitter = 0.2;
+  pool p{cfg};
+  p.wait_ready(20s);
+  load l(p, 8);
+  // Run until every connection has been recycled a few times over (observed, not timed).
+  ASSERT_TRUE(eventually([&] { return p.stats().closed_max_lifetime >= 12; }, 60s));
+  l.finish();
+  EXPECT_EQ(l.failed.load(), 0) << l.first_error;
+  EXPECT_GT(l.ok.load(), 0);
+  const pool_stats s = p.stats();
+  EXPECT_GE(s.connections_created, 12u);
+  EXPECT_LE(s.total, 4u);
+  EXPECT_EQ(s.acquire_timeouts, 0u);
+  // The server never saw more than max_size of our backends at once at the end.
+  EXPECT_LE(backends("itest_lifetime"), 4);
+}
+
+TEST(pool_integration, idle_connections_beyond_min_idle_are_reaped) {
+  pool_config cfg = app_config("itest_idle");
+  cfg.max_size = 4;
+  cfg.min_idle = 1;
+  cfg.idle_timeout = 300ms;
+  pool p{cfg};
+  {
+    std::vector<lease> held;
+    for (int i = 0; i < 4; ++i) held.push_back(p.acquire());
+  }
+  ASSERT_TRUE(eventually([&] { return p.stats().closed_idle == 3; }));
+  EXPECT_EQ(p.stats().idle, 1u);
+  EXPECT_TRUE(eventually([&] { return backends("itest_idle") == 1; }, 30s, 20ms));
+}
+
+TEST(pool_integration, terminated_idle_connections_are_caught_by_validation) {
+  pool_config cfg = app_config("itest_terminate");
+  cfg.max_size = 3;
+  cfg.min_idle = 3;
+  cfg.validate_after_idle = 0ms;  // validate on every acquire
+  pool p{cfg};
+  p.wait_ready(20s);
+  ASSERT_EQ(terminate_backends("itest_terminate"), 3);
+  for (int i = 0; i < 5; ++i) {
+    lease c = p.acquire();
+    pqxx::nontransaction tx{*c};
+    EXPECT_EQ(tx.exec("SELECT 1")[0][0].as<int>(), 1);
+  }
+  EXPECT_GE(p.stats().closed_validation_failed, 1u);
+  EXPECT_LE(backends("itest_terminate"), 3);
+}
+
+TEST(pool_integration, a_terminated_connection_is_never_silently_reopened) {
+  pool_config cfg = app_config("itest_noreconnect");
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  cfg.validate_after_idle = std::chrono::hours(1);  // skip validation: the user meets the dead link
+  pool p{cfg};
+  p.wait_ready(20s);
+  lease c = p.acquire();
+  const int pid = c->backendpid();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(terminate_backends("itest_noreconnect"), 1);
+  ASSERT_TRUE(eventually([&] { return backends("itest_noreconnect") == 0; }, 30s, 20ms));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_THROW(
+        {
+          pqxx::nontransaction tx{*c};
+          tx.exec("SELECT 1");
+        },
+        pqxx::broken_connection);
+  }
+  // libpqxx 6 would have reconnected here with its stored conninfo; ours has none to use.
+  EXPECT_EQ(backends("itest_noreconnect"), 0);
+  EXPECT_EQ(p.stats().connections_created, 1u);
+  c.release();
+  EXPECT_EQ(p.stats().closed_broken, 1u);
+  lease again = p.acquire();
+  pqxx::nontransaction tx{*again};
+  EXPECT_NE(tx.exec("SELECT pg_backend_pid()")[0][0].as<int>(), pid);
+  EXPECT_EQ(p.stats().connections_created, 2u);
+}
+
+TEST(pool_integration, pool_recovers_by_itself_after_a_server_restart_under_load) {
+  pool_config cfg = app_config("itest_restart");
+  cfg.max_size = 4;
+  cfg.min_idle = 2;
+  cfg.acquire_timeout = 10s;
+  cfg.connect_backoff_initial = 50ms;
+  cfg.connect_backoff_max = 500ms;
+  pool p{cfg};
+  p.wait_ready(20s);
+  load l(p, 6);
+  ASSERT_TRUE(eventually([&] { return l.ok.load() > 100; }));
+  const std::string script = env("PQXXPOOL_TEST_CLUSTER_SCRIPT");
+  const std::string dir = env("PQXXPOOL_TEST_DIR");
+  ASSERT_EQ(std::system((script + " restart '" + dir + "' >/dev/null 2>&1").c_str()), 0);
+  // After the restart, the load goes on: wait for 200 more successful queries.
+  const long after_restart = l.ok.load();
+  ASSERT_TRUE(eventually([&] { return l.ok.load() > after_restart + 200; }, 60s)) << l.first_error;
+  l.finish();
+  // From now on every query succeeds: the pool weeded out the dead connections by itself.
+  for (int i = 0; i < 20; ++i) {
+    lease c = p.acquire();
+    pqxx::nontransaction tx{*c};
+    EXPECT_EQ(tx.exec("SELECT 1")[0][0].as<int>(), 1);
+  }
+  const pool_stats s = p.stats();
+  EXPECT_GE(s.closed_broken + s.closed_validation_failed, 1u);
+  EXPECT_GT(s.connections_created, 2u);
+  EXPECT_LE(s.total, 4u);
+}
+
+TEST(pool_integration, password_rotation_through_before_connect) {
+  const std::string user = env("PQXXPOOL_TEST_ROTATION_USER");
+  const std::string initial = "rotation-initial-password-1";
+  const std::string rotated = "rotation-rotated-password-2";
+  admin_query("ALTER ROLE " + user + " PASSWORD '" + initial + "'");
+
+  std::mutex secret_mu;
+  std::string secret = initial;
+  std::atomic<int> hook_calls{0};
+  pool_config cfg = app_config("itest_rotation");
+  cfg.params["user"] = user;
+  cfg.params["dbname"] = "app";
+  cfg.max_size = 3;
+  cfg.min_idle = 1;
+  cfg.before_connect = [&](connect_params& params) {
+    ++hook_calls;
+    std::lock_guard<std::mutex> g(secret_mu);
+    params.set("password", secret);
+  };
+  pool p{cfg};
+  p.wait_ready(20s);
+  lease old_conn = p.acquire();
+  {
+    pqxx::nontransaction tx{*old_conn};
+    EXPECT_EQ(tx.exec("SELECT current_user")[0][0].as<std::string>(), user);
+  }
+  // Let min_idle settle so no connect is in flight while the password changes underneath.
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1 && p.stats().connecting == 0; }));
+  // Rotate: the server now wants the new password, and the hook hands it out.
+  admin_query("ALTER ROLE " + user + " PASSWORD '" + rotated + "'");
+  {
+    std::lock_guard<std::mutex> g(secret_mu);
+    secret = rotated;
+  }
+  const int calls_before = hook_calls.load();
+  p.evict_all();  // new physical connections from here on
+  lease fresh = p.acquire();
+  {
+    pqxx::nontransaction tx{*fresh};
+    EXPECT_EQ(tx.exec("SELECT current_user")[0][0].as<std::string>(), user);
+  }
+  EXPECT_GT(hook_calls.load(), calls_before);
+  // The old connection, authenticated with the old password, lives on.
+  {
+    pqxx::nontransaction tx{*old_conn};
+    EXPECT_EQ(tx.exec("SELECT 1")[0][0].as<int>(), 1);
+  }
+  EXPECT_EQ(p.stats().connect_errors, 0u);
+  admin_query("ALTER ROLE " + user + " PASSWORD '" + env("PQXXPOOL_TEST_ROTATION_PASSWORD") + "'");
+}
+
+TEST(pool_integration, wrong_password_gives_acquire_timeout_with_sqlstate_and_no_secret) {
+  const std::string secret = "definitely-not-the-password-7f3a";
+  pool_config cfg = app_config("itest_badpw");
+  cfg.max_size = 1;
+  cfg.min_idle = 0;
+  cfg.before_connect = [&](connect_params& params) { params.set("password", secret); };
+  pool p{cfg};
+  try {
+    lease c = p.acquire(2s);
+    FAIL() << "connected with a wrong password";
+  } catch (const acquire_timeout_error& e) {
+    EXPECT_EQ(e.last_connect_error().sqlstate, "28P01");
+    EXPECT_NE(std::string(e.what()).find("password authentication failed"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find(secret), std::string::npos);
+    EXPECT_EQ(std::string(e.what()).find(env("PQXXPOOL_TEST_APP_PASSWORD")), std::string::npos);
+  }
+  try {
+    p.wait_ready(1s);
+    FAIL() << "wait_ready succeeded with a wrong password";
+  } catch (const connect_error& e) {
+    EXPECT_EQ(e.sqlstate(), "28P01");
+    EXPECT_EQ(std::string(e.what()).find(secret), std::string::npos);
+  }
+}
+
+TEST(pool_integration, a_connection_returned_inside_a_transaction_is_never_handed_out_dirty) {
+  pool_config cfg = app_config("itest_dirty");
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  pool p{cfg};
+  p.wait_ready(20s);
+  {
+    lease c = p.acquire();
+    pqxx::nontransaction tx{*c};
+    tx.exec("BEGIN");
+    tx.exec("CREATE TEMP TABLE dirty_marker (x int)");
+  }  // returned with the transaction open
+  lease c = p.acquire();
+  pqxx::nontransaction tx{*c};
+  EXPECT_TRUE(tx.exec("SELECT to_regclass('pg_temp.dirty_marker') IS NULL")[0][0].as<bool>())
+      << "the open transaction must have been rolled back";
+  EXPECT_TRUE(tx.exec("SELECT xact_start = statement_timestamp() FROM pg_stat_activity WHERE pid = pg_backend_pid()")[0][0]
+                  .as<bool>())
+      << "the next user starts outside any transaction";
+  EXPECT_EQ(p.stats().rollbacks, 1u);
+  EXPECT_EQ(p.stats().connections_created, 1u) << "rolled back, not replaced";
+}
+
+TEST(pool_integration, tunnel_recipe_verifies_the_certificate_against_the_cluster_name) {
+  pool_config cfg = app_config("itest_tunnel");
+  cfg.params["host"] = "testcluster.dsql.us-east-1.on.aws";  // SNI and certificate name
+  cfg.params["hostaddr"] = "127.0.0.1";                       // where the tunnel listens
+  cfg.params["sslmode"] = "verify-full";
+  pool p{cfg};
+  p.wait_ready(20s);
+  lease c = p.acquire();
+  pqxx::nontransaction tx{*c};
+  EXPECT_TRUE(tx.exec("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0].as<bool>());
+}
+
+TEST(pool_integration, an_ip_address_as_host_fails_verify_full_with_a_clear_error) {
+  pool_config cfg = app_config("itest_ip");
+  cfg.params["host"] = "127.0.0.1";
+  cfg.params["hostaddr"] = "127.0.0.1";
+  cfg.params["sslmode"] = "verify-full";
+  cfg.min_idle = 1;
+  pool p{cfg};
+  try {
+    p.wait_ready(1s);
+    FAIL() << "verify-full accepted a certificate that does not name 127.0.0.1";
+  } catch (const connect_error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not match host name"), std::string::npos) << e.what();
+  }
+}
+
+TEST(pool_integration, bad_conninfo_and_params_are_config_errors) {
+  pool_config cfg;
+  cfg.conninfo = "host=localhost port";
+  try {
+    pool p{cfg};
+    FAIL();
+  } catch (const config_error& e) {
+    EXPECT_EQ(e.field(), "conninfo");
+  }
+  cfg.conninfo = env("PQXXPOOL_TEST_CONNINFO");
+  cfg.params["no_such_keyword"] = "1";
+  try {
+    pool p{cfg};
+    FAIL();
+  } catch (const config_error& e) {
+    EXPECT_EQ(e.field(), "params[\"no_such_keyword\"]");
+  }
+}
+
+TEST(pool_integration, leases_outliving_the_pool_close_on_return) {
+  auto p = std::make_unique<pool>(app_config("itest_outlive"));
+  p->wait_ready(20s);
+  lease c = p->acquire();
+  p.reset();
+  {
+    pqxx::nontransaction tx{*c};
+    EXPECT_EQ(tx.exec("SELECT 1")[0][0].as<int>(), 1);
+  }
+  c.release();
+  EXPECT_TRUE(eventually([] { return backends("itest_outlive") == 0; }, 30s, 20ms));
+}
+
+}  // namespace
+}  // namespace pqxxpool::itest

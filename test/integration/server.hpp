@@ -1,0 +1,78 @@
+#pragma once
+// Access to the throwaway cluster that scripts/test.sh starts (test/support/pgcluster.sh).
+
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <pqxx/pqxx>
+
+#include "pqxxpool/pqxxpool.hpp"
+
+namespace pqxxpool::itest {
+
+using namespace std::chrono_literals;
+
+/// The value of an environment variable the test bed sets; fails the test clearly when missing.
+inline std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') {
+    ADD_FAILURE() << name << " is not set: run the integration tests through scripts/test.sh, "
+                  << "or source the env file written by test/support/pgcluster.sh start DIR";
+    return {};
+  }
+  return v;
+}
+
+/// A pool_config for the app role over TLS (verify-full), tagged with an application_name so a
+/// test can count its own backends on the server.
+inline pool_config app_config(const std::string& application_name) {
+  pool_config cfg;
+  cfg.conninfo = env("PQXXPOOL_TEST_CONNINFO");
+  cfg.params["application_name"] = application_name;
+  cfg.acquire_timeout = 20s;
+  return cfg;
+}
+
+/// Runs SQL as the superuser (over the Unix socket) and returns the first field of the first row.
+inline std::string admin_query(const std::string& sql) {
+  pqxx::connection c{env("PQXXPOOL_TEST_ADMIN_CONNINFO")};
+  pqxx::nontransaction tx{c};
+  const pqxx::result r = tx.exec(sql);
+  if (r.empty() || r[0].empty() || r[0][0].is_null()) return {};
+  return r[0][0].c_str();
+}
+
+/// Number of server backends with this application_name.
+inline int backends(const std::string& application_name) {
+  return std::stoi(admin_query("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" +
+                               application_name + "'"));
+}
+
+/// Terminates every backend with this application_name; returns how many.
+inline int terminate_backends(const std::string& application_name) {
+  return std::stoi(admin_query(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '" +
+      application_name + "'"));
+}
+
+/// Polls pred (with yield, no fixed sleeps) until it holds or `bound` of real time passes. The
+/// bound only turns a hang into a failure; no test asserts how long anything took.
+/// Predicates that query the server pass a poll interval, so polling does not flood it.
+inline bool eventually(const std::function<bool()>& pred, std::chrono::seconds bound = 30s,
+                       std::chrono::milliseconds poll = 0ms) {
+  const auto give_up = std::chrono::steady_clock::now() + bound;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    if (poll.count() > 0)
+      std::this_thread::sleep_for(poll);
+    else
+      std::this_thread::yield();
+  }
+  return true;
+}
+
+}  // namespace pqxxpool::itest
