@@ -5,7 +5,8 @@
 //            1, 4 and 16 threads.
 //   select1  acquire, pqxx::nontransaction exec "SELECT 1", release. Pool of 4; 1, 4, 16 threads.
 // Times are wall-clock (UseRealTime) per operation over all threads; items_per_second is the
-// total throughput of all threads.
+// total throughput of all threads; vcsw/op and ivcsw/op are the benchmark threads' voluntary
+// (blocked) and involuntary (preempted) context switches per operation.
 //
 // The server comes from PQXXPOOL_BENCH_CONNINFO, else PQXXPOOL_TEST_CONNINFO (bench/run.sh starts
 // a throwaway PostgreSQL and sets the latter).
@@ -18,6 +19,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/resource.h>
 
 #include <benchmark/benchmark.h>
 #include <libpq-fe.h>
@@ -49,8 +52,30 @@ struct use_naive {
   static naive::handle acquire() { return g_naive->acquire(acquire_timeout); }
 };
 
+// Context switches of the calling thread (voluntary: it blocked; involuntary: preempted).
+struct ctx_switches {
+  long voluntary = 0;
+  long involuntary = 0;
+  static ctx_switches now() noexcept {
+    rusage ru{};
+    ::getrusage(RUSAGE_THREAD, &ru);
+    return {ru.ru_nvcsw, ru.ru_nivcsw};
+  }
+};
+
+// Adds this thread's context switches during the benchmark loop to counters that Google
+// Benchmark sums over threads and divides by the total number of iterations.
+void report_switches(benchmark::State& state, const ctx_switches& before) {
+  const ctx_switches after = ctx_switches::now();
+  state.counters["vcsw/op"] = benchmark::Counter(static_cast<double>(after.voluntary - before.voluntary),
+                                                 benchmark::Counter::kAvgIterations);
+  state.counters["ivcsw/op"] = benchmark::Counter(static_cast<double>(after.involuntary - before.involuntary),
+                                                  benchmark::Counter::kAvgIterations);
+}
+
 template <class Pool>
 void bm_cycle(benchmark::State& state) {
+  const ctx_switches before = ctx_switches::now();
   try {
     for (auto _ : state) {
       auto lease = Pool::acquire();
@@ -61,10 +86,12 @@ void bm_cycle(benchmark::State& state) {
     state.SkipWithError(e.what());
   }
   state.SetItemsProcessed(state.iterations());
+  report_switches(state, before);
 }
 
 template <class Pool>
 void bm_select1(benchmark::State& state) {
+  const ctx_switches before = ctx_switches::now();
   try {
     for (auto _ : state) {
       auto lease = Pool::acquire();
@@ -76,6 +103,7 @@ void bm_select1(benchmark::State& state) {
     state.SkipWithError(e.what());
   }
   state.SetItemsProcessed(state.iterations());
+  report_switches(state, before);
 }
 
 void register_benchmarks() {

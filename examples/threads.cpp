@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   cfg.max_size = 2;
   cfg.min_idle = 2;
   // Deliberately short so that some of the 8 threads time out while the 2 connections are busy.
-  cfg.acquire_timeout = std::chrono::milliseconds{40};
+  cfg.acquire_timeout = std::chrono::milliseconds{20};
 
   try {
     pqxxpool::pool pool{cfg};

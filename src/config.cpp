@@ -20,7 +20,7 @@ void pool_config::validate() const {
   if (max_size == 0) throw config_error("max_size", "must be >= 1, got 0");
   if (min_idle > max_size)
     throw config_error("min_idle", "must be <= max_size (" + std::to_string(max_size) + "), got " +
-                                       std::to_string(min_idle));
+                                       std::to_string(min_idle) + " (the default is 2: lower it with max_size)");
   if (max_connecting == 0) throw config_error("max_connecting", "must be >= 1, got 0");
   if (!(lifetime_jitter >= 0.0 && lifetime_jitter < 1.0))  // also rejects NaN
     throw config_error("lifetime_jitter", "must be in [0, 1), got " + std::to_string(lifetime_jitter));

@@ -47,6 +47,7 @@ TEST(pool_config, each_bad_field_is_named) {
   EXPECT_EQ(field_of([](pool_config& c) { c.max_connecting = 0; }), "max_connecting");
   EXPECT_EQ(field_of([](pool_config& c) {
               c.max_size = 1;
+              c.min_idle = 1;
               c.max_connecting = 2;  // allowed: capped at max_size
             }),
             "");

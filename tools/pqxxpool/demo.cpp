@@ -230,9 +230,6 @@ int run_demo(const demo_options& opt) {
   cfg.min_idle = opt.min_idle;
   cfg.acquire_timeout = opt.acquire_timeout;
   cfg.max_lifetime = opt.max_lifetime;
-  // max_connecting (default 2) must not exceed max_size; leave it alone for max_size 0 so that the
-  // pool reports the real problem (max_size) rather than a consequence of it.
-  if (cfg.max_size > 0) cfg.max_connecting = std::min(cfg.max_connecting, cfg.max_size);
 
   std::optional<pqxxpool::pool> pool;
   try {
