@@ -111,6 +111,8 @@ for b in doc.get("benchmarks", []):
         value = b["real_time"]  # a fraction, not a time
     key = (m["scenario"], int(m["threads"]))
     rows.setdefault(key, {}).setdefault(m["pool"], {})[stat] = value
+    if stat == "median" and "vcsw/op" in b:
+        rows[key][m["pool"]]["vcsw"] = b["vcsw/op"]
 
 if not rows:
     sys.exit("run.sh: no aggregate results in {} (were repetitions > 1?)".format(sys.argv[1]))
@@ -121,8 +123,11 @@ def ns(v):
 def ops(v):
     return "{:,.0f}".format(1e9 / v)
 
+def csw(v):
+    return "-" if v is None else "{:.3g}".format(v)
+
 hdr = ("scenario", "threads", "pqxxpool ns/op", "naive ns/op", "pqxxpool ops/s", "naive ops/s",
-       "ratio", "cv pqxxpool", "cv naive")
+       "ratio", "cv pqxxpool", "cv naive", "vcsw/op pqxxpool", "vcsw/op naive")
 out = [hdr]
 order = {"cycle": 0, "select1": 1}
 for (scenario, threads) in sorted(rows, key=lambda k: (order.get(k[0], 9), k[0], k[1])):
@@ -132,10 +137,12 @@ for (scenario, threads) in sorted(rows, key=lambda k: (order.get(k[0], 9), k[0],
         continue
     out.append((scenario, str(threads), ns(p["median"]), ns(n["median"]), ops(p["median"]),
                 ops(n["median"]), "{:.2f}".format(n["median"] / p["median"]),
-                "{:.1%}".format(p.get("cv", 0)), "{:.1%}".format(n.get("cv", 0))))
+                "{:.1%}".format(p.get("cv", 0)), "{:.1%}".format(n.get("cv", 0)),
+                csw(p.get("vcsw")), csw(n.get("vcsw"))))
 widths = [max(len(row[i]) for row in out) for i in range(len(hdr))]
 print()
-print("medians (wall-clock ns per operation over all threads); ratio = throughput pqxxpool / naive, > 1: pqxxpool faster")
+print("medians (wall-clock ns per operation over all threads); ratio = throughput pqxxpool / naive, > 1: pqxxpool faster;")
+print("cv = coefficient of variation over the repetitions; vcsw/op = voluntary context switches (blocking) per operation")
 for i, row in enumerate(out):
     print("  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
     if i == 0:

@@ -16,10 +16,10 @@ std::string timeout_message(std::chrono::milliseconds waited, const pool_stats& 
                   " ms (total " + std::to_string(s.total) + "/" + std::to_string(s.max_size) + ", idle " +
                   std::to_string(s.idle) + ", in use " + std::to_string(s.in_use) + ", connecting " +
                   std::to_string(s.connecting) + ", waiting " + std::to_string(s.waiting) + ")";
-  if (!s.last_connect_error.empty()) {
+  if (!s.last_error.empty()) {
     m += "; last connect error";
-    if (!s.last_connect_error.sqlstate.empty()) m += " [" + s.last_connect_error.sqlstate + "]";
-    m += ": " + s.last_connect_error.message;
+    if (!s.last_error.sqlstate.empty()) m += " [" + s.last_error.sqlstate + "]";
+    m += ": " + s.last_error.message;
   }
   return m;
 }

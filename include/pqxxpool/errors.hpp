@@ -50,7 +50,7 @@ class acquire_timeout_error : public error {
   /// The pool's state when the acquire gave up. Never throws.
   [[nodiscard]] const pool_stats& snapshot() const noexcept { return m_snapshot; }
   /// The pool's most recent connect failure, with its SQLSTATE; empty() if none. Never throws.
-  [[nodiscard]] const last_error& last_connect_error() const noexcept { return m_snapshot.last_connect_error; }
+  [[nodiscard]] const error_info& last_connect_error() const noexcept { return m_snapshot.last_error; }
 
  private:
   std::chrono::milliseconds m_waited;

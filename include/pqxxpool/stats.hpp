@@ -43,7 +43,7 @@ struct histogram {
 };
 
 /// The most recent connect failure (or other connection error) a pool saw.
-struct last_error {
+struct error_info {
   std::string message;   ///< libpq's verbose error text (never contains a password), empty if none
   std::string sqlstate;  ///< five-character SQLSTATE when the server or libpq reported one, else ""
   std::chrono::system_clock::time_point time{};  ///< when it happened (wall clock)
@@ -85,7 +85,7 @@ struct pool_stats {
   // --- histograms ---------------------------------------------------------------------
   histogram acquire_wait;  ///< time acquire() spent waiting (0 for an immediate hand-out)
 
-  last_error last_connect_error;  ///< the most recent connect failure (empty if none)
+  error_info last_error;  ///< the most recent connect failure: message, SQLSTATE, time (empty if none)
 };
 
 }  // namespace pqxxpool

@@ -22,6 +22,7 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
       m_clock(std::move(clk)),
       m_expiry_lead(expiry_lead_for(m_cfg)),
       m_max_connecting(std::min(m_cfg.max_connecting, m_cfg.max_size)),
+      m_coarse_lag(m_clock->coarse_lag()),
       m_rng(seed != 0 ? seed : std::random_device{}()) {
   // Reserved once so that the hot path (idle push/pop) and publishing never allocate.
   m_slots.reserve(m_cfg.max_size);
@@ -75,7 +76,7 @@ void pool_core::wake_connectors_locked() noexcept {
 bool pool_core::is_retired_locked(const slot& s, time_point coarse_now) const noexcept {
   // coarse_now may lag real time by coarse_lag(): add it so a connection is never handed out
   // past its expiry.
-  return s.generation != m_generation || coarse_now >= s.expires_at - m_clock->coarse_lag();
+  return s.generation != m_generation || coarse_now >= s.expires_at - m_coarse_lag;
 }
 
 bool pool_core::needs_validation(const slot& s, time_point coarse_now) const noexcept {
@@ -206,6 +207,7 @@ lease pool_core::acquire(std::chrono::milliseconds timeout) {
     std::vector<std::unique_ptr<physical>> doomed;  // declared before the lock: closed after unlock
     const time_point coarse_now = m_clock->coarse_now();
     slot* s = nullptr;
+    bool validate = false;
     {
       std::unique_lock<std::mutex> lk(m_mu);
       if (m_closed) throw pool_closed();
@@ -219,10 +221,11 @@ lease pool_core::acquire(std::chrono::milliseconds timeout) {
         if (!deadline) deadline = m_clock->now() + timeout;
         s = wait_for_slot(lk, *deadline, doomed);
       }
+      validate = needs_validation(*s, coarse_now);
     }
     doomed.clear();
-    lease l = hand_out(s, coarse_now, deadline);
-    if (l) return l;
+    if (!validate) return lease(this, s);
+    if (validate_and_keep(s, deadline)) return lease(this, s);
     // The connection failed validation and was closed; try again within the same deadline.
     if (!deadline) deadline = m_clock->now() + timeout;
   }
@@ -233,6 +236,7 @@ lease pool_core::try_acquire() {
     std::vector<std::unique_ptr<physical>> doomed;
     const time_point coarse_now = m_clock->coarse_now();
     slot* s = nullptr;
+    bool validate = false;
     {
       std::lock_guard<std::mutex> lk(m_mu);
       if (m_closed) throw pool_closed();
@@ -245,36 +249,28 @@ lease pool_core::try_acquire() {
       ++m_stats.acquires;
       m_stats.acquire_wait.record(duration::zero());
       if (connect_needed_locked()) wake_connectors_locked();
+      validate = needs_validation(*s, coarse_now);
     }
     doomed.clear();
-    lease l = hand_out(s, coarse_now, std::nullopt);
-    if (l) return l;
+    if (!validate || validate_and_keep(s, std::nullopt)) return lease(this, s);
   }
 }
 
-lease pool_core::hand_out(slot* s, time_point coarse_now, std::optional<time_point> deadline) {
-  bool validate = false;
-  {
-    std::lock_guard<std::mutex> lk(m_mu);
-    validate = needs_validation(*s, coarse_now);
-  }
-  if (!validate) return lease(this, s);
-  // Validation runs on the caller's thread, outside the lock, within the caller's deadline.
+bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline) {
+  // Runs on the caller's thread, outside the lock, within the caller's deadline.
   const time_point now = m_clock->now();
   time_point vdeadline = now + m_cfg.validation_timeout;
   if (deadline) vdeadline = std::min(vdeadline, std::max(*deadline, now));
   const bool ok = s->conn->validate(vdeadline);
   std::unique_ptr<physical> doomed;
-  {
-    std::lock_guard<std::mutex> lk(m_mu);
-    if (ok) {
-      s->last_alive_at = m_clock->coarse_now();
-      return lease(this, s);
-    }
-    --m_stats.acquires;  // counted when the slot was taken; this hand-out did not happen
-    doomed = remove_slot_locked(s, close_reason::validation_failed);
+  std::lock_guard<std::mutex> lk(m_mu);  // declared after doomed: unlocked before it closes
+  if (ok) {
+    s->last_alive_at = m_clock->coarse_now();
+    return true;
   }
-  return lease{};  // doomed closes here, outside the lock
+  --m_stats.acquires;  // counted when the slot was taken; this hand-out did not happen
+  doomed = remove_slot_locked(s, close_reason::validation_failed);
+  return false;
 }
 
 slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point deadline,
@@ -284,9 +280,14 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
     throw too_many_waiters(m_cfg.max_waiting);
   }
   if (total_locked() >= m_cfg.max_size) ++m_stats.pool_exhausted_count;
+  const time_point start = m_clock->now();
+  if (start >= deadline) {  // acquire(0): do not queue at all
+    ++m_stats.acquire_timeouts;
+    throw acquire_timeout_error(std::chrono::milliseconds(0), snapshot_locked());
+  }
   ++m_stats.waited_acquires;
   waiter w;
-  w.enqueued_at = m_clock->now();
+  w.enqueued_at = start;
   enqueue_locked(w);
   if (connect_needed_locked()) wake_connectors_locked();
   slot* s = nullptr;
@@ -383,7 +384,7 @@ void pool_core::wait_ready(std::chrono::milliseconds timeout) {
     if (m_slots.size() >= m_cfg.min_idle) return;
     const time_point now = m_clock->now();
     if (now >= deadline) {
-      const last_error& le = m_stats.last_connect_error;
+      const error_info& le = m_stats.last_error;
       if (!le.empty()) throw connect_error(le.message, le.sqlstate);
       throw acquire_timeout_error(std::chrono::duration_cast<std::chrono::milliseconds>(now - start),
                                   snapshot_locked());
@@ -466,7 +467,7 @@ void pool_core::connect_loop() {
     lk.unlock();
 
     std::unique_ptr<physical> conn;
-    last_error failure;
+    error_info failure;
     try {
       conn = m_connector->connect(start + m_cfg.connect_timeout);
     } catch (const connect_error& e) {
@@ -514,7 +515,7 @@ void pool_core::connect_loop() {
     } else {
       ++m_stats.connect_errors;
       failure.time = std::chrono::system_clock::now();
-      m_stats.last_connect_error = std::move(failure);
+      m_stats.last_error = std::move(failure);
       m_next_connect_at = done + m_backoff;
       m_backoff = std::min<duration>(m_backoff * 2, m_cfg.connect_backoff_max);
     }

@@ -105,7 +105,8 @@ class pool_core {
   // --- the acquire slow path ---------------------------------------------------------------
   slot* wait_for_slot(std::unique_lock<std::mutex>& lk, time_point deadline,
                       std::vector<std::unique_ptr<physical>>& doomed);
-  lease hand_out(slot* s, time_point coarse_now, std::optional<time_point> deadline);
+  /// Validates a taken slot outside the lock; on failure closes it and returns false.
+  bool validate_and_keep(slot* s, std::optional<time_point> deadline);
 
   // --- background threads ----------------------------------------------------------------
   void connect_loop();
@@ -118,6 +119,7 @@ class pool_core {
   const std::shared_ptr<clock> m_clock;
   const duration m_expiry_lead;  // open a replacement this long before a connection expires
   const std::size_t m_max_connecting;  // min(max_connecting, max_size): one thread each
+  const duration m_coarse_lag;         // m_clock->coarse_lag(), read once
 
   mutable std::mutex m_mu;
   // guarded by m_mu:

@@ -88,7 +88,7 @@ TEST(pool_core, acquire_timeout_carries_waited_time_snapshot_and_last_connect_er
   p.clock->advance(300ms);
   EXPECT_EQ(result.get(), "28P01");
   EXPECT_EQ(p.stats().acquire_timeouts, 1u);
-  EXPECT_EQ(p.stats().last_connect_error.sqlstate, "28P01");
+  EXPECT_EQ(p.stats().last_error.sqlstate, "28P01");
 }
 
 TEST(pool_core, zero_timeout_fails_at_once_when_nothing_is_idle) {

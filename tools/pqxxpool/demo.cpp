@@ -205,10 +205,10 @@ void print_final(const pqxxpool::pool_stats& s, double elapsed_s, load_counters&
   std::printf("    ok                        %" PRIu64 "\n", ok);
   std::printf("    failed                    %" PRIu64 "\n", failed);
   std::printf("    per second                %.0f\n", elapsed_s > 0 ? static_cast<double>(ok) / elapsed_s : 0.0);
-  if (s.last_connect_error.empty()) {
+  if (s.last_error.empty()) {
     std::printf("  last connect error          none\n");
   } else {
-    const pqxxpool::last_error& e = s.last_connect_error;
+    const pqxxpool::error_info& e = s.last_error;
     std::printf("  last connect error          %s%s%s(at %s)\n    %s\n", e.sqlstate.empty() ? "" : "[",
                 e.sqlstate.c_str(), e.sqlstate.empty() ? "" : "] ", utc_time(e.time).c_str(),
                 tidy_message(e.message).c_str());
