@@ -33,4 +33,7 @@ pool_closed::pool_closed() : error("pqxxpool: the pool is closed") {}
 too_many_waiters::too_many_waiters(std::size_t max_waiting)
     : error("pqxxpool: too many threads waiting for a connection (max_waiting = " + std::to_string(max_waiting) + ")") {}
 
+token_error::token_error(std::string source, const std::string& message)
+    : error("pqxxpool: IAM token: " + source + ": " + message), m_source(std::move(source)) {}
+
 }  // namespace pqxxpool

@@ -201,6 +201,19 @@ pool_stats pool_core::snapshot_locked() const {
 // ---------------------------------------------------------------------------------------------
 // acquire
 
+slot* pool_core::take_idle_locked(time_point coarse_now, std::vector<std::unique_ptr<physical>>& doomed) {
+  // The fast path: one critical section, no allocation, the precise clock read only when
+  // someone waits (to apply the fairness window).
+  if (m_closed) throw pool_closed();
+  if (m_wait_head != nullptr && oldest_waiter_past_window_locked(m_clock->now())) return nullptr;
+  slot* s = pop_usable_idle_locked(coarse_now, doomed);
+  if (s == nullptr) return nullptr;
+  ++m_stats.acquires;
+  m_stats.acquire_wait.record(duration::zero());
+  if (connect_needed_locked()) wake_connectors_locked();  // the min_idle deficit grew
+  return s;
+}
+
 lease pool_core::acquire(std::chrono::milliseconds timeout) {
   std::optional<time_point> deadline;  // read from the precise clock only off the fast path
   for (;;) {
@@ -210,14 +223,8 @@ lease pool_core::acquire(std::chrono::milliseconds timeout) {
     bool validate = false;
     {
       std::unique_lock<std::mutex> lk(m_mu);
-      if (m_closed) throw pool_closed();
-      if (m_wait_head == nullptr || !oldest_waiter_past_window_locked(m_clock->now()))
-        s = pop_usable_idle_locked(coarse_now, doomed);
-      if (s != nullptr) {
-        ++m_stats.acquires;
-        m_stats.acquire_wait.record(duration::zero());
-        if (connect_needed_locked()) wake_connectors_locked();  // the min_idle deficit grew
-      } else {
+      s = take_idle_locked(coarse_now, doomed);
+      if (s == nullptr) {
         if (!deadline) deadline = m_clock->now() + timeout;
         s = wait_for_slot(lk, *deadline, doomed);
       }
@@ -239,16 +246,11 @@ lease pool_core::try_acquire() {
     bool validate = false;
     {
       std::lock_guard<std::mutex> lk(m_mu);
-      if (m_closed) throw pool_closed();
-      if (m_wait_head == nullptr || !oldest_waiter_past_window_locked(m_clock->now()))
-        s = pop_usable_idle_locked(coarse_now, doomed);
+      s = take_idle_locked(coarse_now, doomed);
       if (s == nullptr) {
         if (total_locked() >= m_cfg.max_size) ++m_stats.pool_exhausted_count;
         return lease{};
       }
-      ++m_stats.acquires;
-      m_stats.acquire_wait.record(duration::zero());
-      if (connect_needed_locked()) wake_connectors_locked();
       validate = needs_validation(*s, coarse_now);
     }
     doomed.clear();

@@ -92,6 +92,7 @@ class pool_core {
   bool oldest_waiter_past_window_locked(time_point now) const noexcept;
   bool connect_needed_locked() const noexcept;
   void wake_connectors_locked() noexcept;
+  slot* take_idle_locked(time_point coarse_now, std::vector<std::unique_ptr<physical>>& doomed);
   slot* pop_usable_idle_locked(time_point coarse_now, std::vector<std::unique_ptr<physical>>& doomed);
   bool is_retired_locked(const slot& s, time_point coarse_now) const noexcept;
   std::unique_ptr<physical> remove_slot_locked(slot* s, close_reason why) noexcept;

@@ -1,0 +1,307 @@
+#include "pqxxpool/aws/credentials.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <pwd.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "pqxxpool/errors.hpp"
+
+namespace pqxxpool::aws {
+
+namespace {
+
+// Not one of these messages may quote a file's contents or an environment variable's value: any
+// of them may be a secret. Paths, profile names, key names and line numbers only.
+
+constexpr const char* access_key_key = "aws_access_key_id";
+constexpr const char* secret_key_key = "aws_secret_access_key";
+constexpr const char* session_token_key = "aws_session_token";
+constexpr const char* security_token_key = "aws_security_token";  // botocore's older name
+
+/// The value of an environment variable, or "" when it is unset.
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+std::string home_directory() {
+  if (std::string h = env("HOME"); !h.empty()) return h;
+  long size = sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::string buf(size > 0 ? static_cast<std::size_t>(size) : 16384, '\0');
+  passwd pw{};
+  passwd* found = nullptr;
+  if (getpwuid_r(getuid(), &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr &&
+      found->pw_dir != nullptr)
+    return found->pw_dir;
+  return "";
+}
+
+/// The file named by variable (a leading "~/" meaning $HOME), else ~/.aws/<default_name>.
+std::string aws_file_path(const char* variable, const char* default_name) {
+  std::string path = env(variable);
+  if (path.empty()) return home_directory() + "/.aws/" + default_name;
+  if (path == "~" || path.compare(0, 2, "~/") == 0) path = home_directory() + path.substr(1);
+  return path;
+}
+
+std::string_view trim(std::string_view s) {
+  const char* ws = " \t\r\n\f\v";
+  const std::size_t b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) return {};
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
+std::string lowercase(std::string_view s) {
+  std::string r(s);
+  for (char& c : r)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return r;
+}
+
+// --- INI files, the dialect of Python's configparser.RawConfigParser that botocore reads ---------
+
+using ini_section = std::map<std::string, std::string>;
+
+struct ini_file {
+  std::string path;
+  bool exists = false;
+  std::map<std::string, ini_section> sections;  // section names are case-sensitive
+  ini_section defaults;                          // configparser's [DEFAULT]: a fallback for every section
+
+  /// The section called name with [DEFAULT]'s keys filled in, or nullopt.
+  [[nodiscard]] std::optional<ini_section> section(const std::string& name) const {
+    const auto it = sections.find(name);
+    if (it == sections.end()) return std::nullopt;
+    ini_section s = it->second;
+    s.insert(defaults.begin(), defaults.end());  // insert() keeps the section's own values
+    return s;
+  }
+};
+
+/// Reads path; a missing file is an empty one. Throws token_error(source, …) naming the path and,
+/// for a syntax error, the line (never its text).
+ini_file read_ini(const std::string& path, const std::string& source) {
+  ini_file file;
+  file.path = path;
+
+  std::string content;
+  {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) {
+      const int err = errno;
+      if (err == ENOENT || err == ENOTDIR) return file;
+      throw token_error(source, "cannot read " + path + ": " + std::strerror(err));
+    }
+    char buf[4096];
+    std::size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) content.append(buf, n);
+    const bool failed = std::ferror(f) != 0;
+    const int err = errno;
+    std::fclose(f);
+    if (failed) throw token_error(source, "cannot read " + path + ": " + std::strerror(err));
+  }
+  file.exists = true;
+
+  auto fail = [&](std::size_t line, const std::string& why) {
+    return token_error(source, path + " line " + std::to_string(line) + ": " + why);
+  };
+
+  std::set<std::pair<std::string, std::string>> seen;  // (section, "") and (section, key): no duplicates
+  ini_section* current = nullptr;
+  std::string current_name;
+  std::string* value = nullptr;  // the value that more deeply indented lines continue
+  std::size_t value_indent = 0;
+  std::string_view rest = content;
+  if (rest.substr(0, 3) == "\xEF\xBB\xBF") rest.remove_prefix(3);  // UTF-8 byte order mark
+  for (std::size_t lineno = 1; !rest.empty(); ++lineno) {
+    const std::size_t eol = rest.find('\n');
+    const std::string_view line = rest.substr(0, eol);
+    rest.remove_prefix(eol == std::string_view::npos ? rest.size() : eol + 1);
+
+    const std::string_view text = trim(line);
+    if (text.empty() || text.front() == '#' || text.front() == ';') continue;  // blank or comment
+    const std::size_t indent = line.find_first_not_of(" \t\r\n\f\v");
+    if (value != nullptr && indent > value_indent) {  // continuation of a multi-line value
+      *value += '\n';
+      *value += text;
+      continue;
+    }
+    value = nullptr;
+    if (const std::size_t close = text.rfind(']'); text.front() == '[' && close != std::string_view::npos) {
+      if (close == 1) throw fail(lineno, "empty section name");
+      const std::string name(text.substr(1, close - 1));
+      if (name != "DEFAULT" && !seen.emplace(name, "").second)
+        throw fail(lineno, "section [" + name + "] appears twice");
+      current = name == "DEFAULT" ? &file.defaults : &file.sections[name];
+      current_name = name;
+      continue;
+    }
+    if (current == nullptr) throw fail(lineno, "a key before the first [section]");
+    const std::size_t delim = text.find_first_of("=:");
+    const std::string key = lowercase(trim(text.substr(0, delim == std::string_view::npos ? 0 : delim)));
+    if (delim == std::string_view::npos || key.empty())
+      throw fail(lineno, "expected 'key = value', a [section] or a comment");
+    if (!seen.emplace(current_name, key).second)
+      throw fail(lineno, "key " + key + " appears twice in [" + current_name + "]");
+    value = &((*current)[key] = std::string(trim(text.substr(delim + 1))));
+    value_indent = indent;
+  }
+  return file;
+}
+
+/// The name a config-file section gives a profile: "profile NAME" → NAME, "default" → default;
+/// nullopt for other sections. As botocore (shlex.split into exactly two words).
+std::optional<std::string> config_profile_name(const std::string& section) {
+  if (section == "default") return section;
+  if (section.compare(0, 7, "profile") != 0) return std::nullopt;
+  std::string_view rest(section);
+  rest.remove_prefix(7);
+  if (rest.empty() || (rest.front() != ' ' && rest.front() != '\t')) return std::nullopt;
+  rest = trim(rest);
+  if (rest.size() >= 2 && (rest.front() == '"' || rest.front() == '\'') && rest.back() == rest.front()) {
+    rest = rest.substr(1, rest.size() - 2);
+  } else if (rest.empty() || rest.find_first_of(" \t") != std::string_view::npos) {
+    return std::nullopt;
+  }
+  return std::string(rest);
+}
+
+/// The profile called name in the config file, merged from all the sections that name it.
+std::optional<ini_section> config_profile(const ini_file& config, const std::string& name) {
+  std::optional<ini_section> result;
+  for (const auto& [section, unused] : config.sections) {
+    if (config_profile_name(section) != name) continue;
+    std::optional<ini_section> s = config.section(section);
+    if (!result) {
+      result = std::move(s);
+    } else {
+      for (auto& [k, v] : *s) (*result)[k] = std::move(v);
+    }
+  }
+  return result;
+}
+
+bool has(const ini_section& s, const char* key) { return s.find(key) != s.end(); }
+
+/// Keys from one profile section. Throws token_error when one is missing or not one line.
+credentials credentials_from(const ini_section& s, const std::string& path, const std::string& source) {
+  auto value = [&](const char* key, bool required) -> std::string {
+    const auto it = s.find(key);
+    if (it == s.end() || it->second.empty()) {
+      if (required) throw token_error(source, std::string(key) + " is missing or empty in " + path);
+      return {};
+    }
+    if (it->second.find('\n') != std::string::npos)
+      throw token_error(source, std::string(key) + " in " + path + " spans several lines");
+    return it->second;
+  };
+  credentials c;
+  c.access_key_id = value(access_key_key, true);
+  c.secret_access_key = value(secret_key_key, true);
+  c.session_token = value(session_token_key, false);
+  if (c.session_token.empty()) c.session_token = value(security_token_key, false);
+  return c;
+}
+
+std::string quoted_profile(const std::string& name) { return "profile '" + name + "'"; }
+
+std::string resolve_profile_name(const std::string& given) {
+  if (!given.empty()) return given;
+  if (std::string p = env("AWS_DEFAULT_PROFILE"); !p.empty()) return p;
+  if (std::string p = env("AWS_PROFILE"); !p.empty()) return p;
+  return "default";
+}
+
+[[noreturn]] void unsupported(const std::string& source, const std::string& what) {
+  throw token_error(source, "uses " + what + ", which pqxxpool does not support yet; export "
+                                "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN instead "
+                                "(e.g. from `aws configure export-credentials`)");
+}
+
+}  // namespace
+
+// --- static_credentials --------------------------------------------------------------------------
+
+static_credentials::static_credentials(credentials creds) : m_creds(std::move(creds)) {}
+
+credentials static_credentials::get() {
+  if (m_creds.access_key_id.empty()) throw token_error(name(), "access_key_id is empty");
+  if (m_creds.secret_access_key.empty()) throw token_error(name(), "secret_access_key is empty");
+  return m_creds;
+}
+
+std::string static_credentials::name() const { return "static credentials"; }
+
+// --- environment_credentials ---------------------------------------------------------------------
+
+bool environment_credentials::present() noexcept {
+  const char* v = std::getenv("AWS_ACCESS_KEY_ID");
+  return v != nullptr && *v != '\0';
+}
+
+credentials environment_credentials::get() {
+  credentials c;
+  c.access_key_id = env("AWS_ACCESS_KEY_ID");
+  c.secret_access_key = env("AWS_SECRET_ACCESS_KEY");
+  if (c.access_key_id.empty() && c.secret_access_key.empty())
+    throw token_error(name(), "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set");
+  if (c.access_key_id.empty())
+    throw token_error(name(), "AWS_ACCESS_KEY_ID is not set (AWS_SECRET_ACCESS_KEY is)");
+  if (c.secret_access_key.empty())
+    throw token_error(name(), "AWS_SECRET_ACCESS_KEY is not set (AWS_ACCESS_KEY_ID is)");
+  c.session_token = env("AWS_SESSION_TOKEN");
+  if (c.session_token.empty()) c.session_token = env("AWS_SECURITY_TOKEN");
+  return c;
+}
+
+std::string environment_credentials::name() const { return "environment"; }
+
+// --- profile_credentials -------------------------------------------------------------------------
+
+profile_credentials::profile_credentials(std::string profile) : m_profile(std::move(profile)) {}
+
+std::string profile_credentials::name() const { return quoted_profile(resolve_profile_name(m_profile)); }
+
+credentials profile_credentials::get() {
+  const std::string profile = resolve_profile_name(m_profile);
+  const std::string source = quoted_profile(profile);
+  const ini_file creds_file = read_ini(aws_file_path("AWS_SHARED_CREDENTIALS_FILE", "credentials"), source);
+  const ini_file config_file = read_ini(aws_file_path("AWS_CONFIG_FILE", "config"), source);
+
+  const std::optional<ini_section> from_creds = creds_file.section(profile);
+  const std::optional<ini_section> from_config = config_profile(config_file, profile);
+  if (!from_creds && !from_config) {
+    auto where = [](const ini_file& f) { return f.path + (f.exists ? "" : " (no such file)"); };
+    throw token_error(source, "not found in " + where(creds_file) + " or " + where(config_file));
+  }
+
+  // botocore's order within a profile: assume-role, web identity and SSO (all read from both
+  // files merged, the credentials file winning), keys from the credentials file,
+  // credential_process (merged), keys from the config file.
+  ini_section merged = from_config.value_or(ini_section{});
+  if (from_creds)
+    for (const auto& [k, v] : *from_creds) merged[k] = v;
+  if (has(merged, "web_identity_token_file")) unsupported(source, "web identity (web_identity_token_file)");
+  if (has(merged, "role_arn")) unsupported(source, "assume-role (role_arn/source_profile)");
+  for (const auto& [k, v] : merged)
+    if (k.compare(0, 4, "sso_") == 0) unsupported(source, "SSO (" + k + ")");
+  if (from_creds && has(*from_creds, access_key_key)) return credentials_from(*from_creds, creds_file.path, source);
+  if (has(merged, "credential_process")) unsupported(source, "credential_process");
+  if (from_config && has(*from_config, access_key_key))
+    return credentials_from(*from_config, config_file.path, source);
+  throw token_error(source, std::string("has no ") + access_key_key + " in " + creds_file.path + " or " +
+                                config_file.path);
+}
+
+}  // namespace pqxxpool::aws
