@@ -69,4 +69,18 @@ class too_many_waiters : public error {
   explicit too_many_waiters(std::size_t max_waiting);
 };
 
+/// An IAM authentication token could not be made: credentials were missing, malformed, expired
+/// or come from a source pqxxpool does not support yet, or signing failed. source() names where
+/// the credentials were looked for (e.g. "environment", "profile 'dev'"); what() says that and
+/// why it failed. Neither ever contains a secret key, a session token or a token.
+class token_error : public error {
+ public:
+  token_error(std::string source, const std::string& message);
+  /// The credential source (or step) that failed. Never throws.
+  [[nodiscard]] const std::string& source() const noexcept { return m_source; }
+
+ private:
+  std::string m_source;
+};
+
 }  // namespace pqxxpool

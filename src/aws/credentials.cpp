@@ -1,9 +1,10 @@
 #include "pqxxpool/aws/credentials.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
@@ -15,6 +16,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "aws/ascii.hpp"
 #include "pqxxpool/errors.hpp"
 
 namespace pqxxpool::aws {
@@ -41,8 +43,7 @@ std::string home_directory() {
   std::string buf(size > 0 ? static_cast<std::size_t>(size) : 16384, '\0');
   passwd pw{};
   passwd* found = nullptr;
-  if (getpwuid_r(getuid(), &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr &&
-      found->pw_dir != nullptr)
+  if (getpwuid_r(getuid(), &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr && found->pw_dir != nullptr)
     return found->pw_dir;
   return "";
 }
@@ -62,13 +63,6 @@ std::string_view trim(std::string_view s) {
   return s.substr(b, s.find_last_not_of(ws) - b + 1);
 }
 
-std::string lowercase(std::string_view s) {
-  std::string r(s);
-  for (char& c : r)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  return r;
-}
-
 // --- INI files, the dialect of Python's configparser.RawConfigParser that botocore reads ---------
 
 using ini_section = std::map<std::string, std::string>;
@@ -77,7 +71,7 @@ struct ini_file {
   std::string path;
   bool exists = false;
   std::map<std::string, ini_section> sections;  // section names are case-sensitive
-  ini_section defaults;                          // configparser's [DEFAULT]: a fallback for every section
+  ini_section defaults;                         // configparser's [DEFAULT]: a fallback for every section
 
   /// The section called name with [DEFAULT]'s keys filled in, or nullopt.
   [[nodiscard]] std::optional<ini_section> section(const std::string& name) const {
@@ -149,7 +143,7 @@ ini_file read_ini(const std::string& path, const std::string& source) {
     }
     if (current == nullptr) throw fail(lineno, "a key before the first [section]");
     const std::size_t delim = text.find_first_of("=:");
-    const std::string key = lowercase(trim(text.substr(0, delim == std::string_view::npos ? 0 : delim)));
+    const std::string key = detail::ascii_lowercase(trim(text.substr(0, delim == std::string_view::npos ? 0 : delim)));
     if (delim == std::string_view::npos || key.empty())
       throw fail(lineno, "expected 'key = value', a [section] or a comment");
     if (!seen.emplace(current_name, key).second)
@@ -224,7 +218,8 @@ std::string resolve_profile_name(const std::string& given) {
 }
 
 [[noreturn]] void unsupported(const std::string& source, const std::string& what) {
-  throw token_error(source, "uses " + what + ", which pqxxpool does not support yet; export "
+  throw token_error(source, "uses " + what +
+                                ", which pqxxpool does not support yet; export "
                                 "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN instead "
                                 "(e.g. from `aws configure export-credentials`)");
 }
@@ -256,10 +251,8 @@ credentials environment_credentials::get() {
   c.secret_access_key = env("AWS_SECRET_ACCESS_KEY");
   if (c.access_key_id.empty() && c.secret_access_key.empty())
     throw token_error(name(), "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set");
-  if (c.access_key_id.empty())
-    throw token_error(name(), "AWS_ACCESS_KEY_ID is not set (AWS_SECRET_ACCESS_KEY is)");
-  if (c.secret_access_key.empty())
-    throw token_error(name(), "AWS_SECRET_ACCESS_KEY is not set (AWS_ACCESS_KEY_ID is)");
+  if (c.access_key_id.empty()) throw token_error(name(), "AWS_ACCESS_KEY_ID is not set (AWS_SECRET_ACCESS_KEY is)");
+  if (c.secret_access_key.empty()) throw token_error(name(), "AWS_SECRET_ACCESS_KEY is not set (AWS_ACCESS_KEY_ID is)");
   c.session_token = env("AWS_SESSION_TOKEN");
   if (c.session_token.empty()) c.session_token = env("AWS_SECURITY_TOKEN");
   return c;
@@ -286,22 +279,29 @@ credentials profile_credentials::get() {
     throw token_error(source, "not found in " + where(creds_file) + " or " + where(config_file));
   }
 
-  // botocore's order within a profile: assume-role, web identity and SSO (all read from both
-  // files merged, the credentials file winning), keys from the credentials file,
-  // credential_process (merged), keys from the config file.
+  // botocore's order within a profile, with the rules by which each of its providers claims the
+  // profile: assume-role with web identity (role_arn and web_identity_token_file), assume-role
+  // (role_arn), SSO (sso_role_name or sso_account_id) — these read both files merged, the
+  // credentials file winning —, keys from the credentials file, credential_process (merged), keys
+  // from the config file.
   ini_section merged = from_config.value_or(ini_section{});
   if (from_creds)
     for (const auto& [k, v] : *from_creds) merged[k] = v;
-  if (has(merged, "web_identity_token_file")) unsupported(source, "web identity (web_identity_token_file)");
-  if (has(merged, "role_arn")) unsupported(source, "assume-role (role_arn/source_profile)");
-  for (const auto& [k, v] : merged)
-    if (k.compare(0, 4, "sso_") == 0) unsupported(source, "SSO (" + k + ")");
+  const bool web_identity = has(merged, "web_identity_token_file");
+  if (has(merged, "role_arn"))
+    unsupported(source, web_identity ? "web identity (role_arn with web_identity_token_file)"
+                                     : "assume-role (role_arn/source_profile)");
+  const auto sso_key =
+      std::find_if(merged.begin(), merged.end(), [](const auto& kv) { return kv.first.compare(0, 4, "sso_") == 0; });
+  if (has(merged, "sso_role_name") || has(merged, "sso_account_id")) unsupported(source, "SSO (sso_*)");
   if (from_creds && has(*from_creds, access_key_key)) return credentials_from(*from_creds, creds_file.path, source);
   if (has(merged, "credential_process")) unsupported(source, "credential_process");
-  if (from_config && has(*from_config, access_key_key))
-    return credentials_from(*from_config, config_file.path, source);
-  throw token_error(source, std::string("has no ") + access_key_key + " in " + creds_file.path + " or " +
-                                config_file.path);
+  if (from_config && has(*from_config, access_key_key)) return credentials_from(*from_config, config_file.path, source);
+  // No keys: name what the profile seems meant for, even where botocore would not use it.
+  if (sso_key != merged.end()) unsupported(source, "SSO (" + sso_key->first + ")");
+  if (web_identity) unsupported(source, "web identity (web_identity_token_file)");
+  throw token_error(source,
+                    std::string("has no ") + access_key_key + " in " + creds_file.path + " or " + config_file.path);
 }
 
 }  // namespace pqxxpool::aws

@@ -84,8 +84,8 @@ digest signing_key(const std::string& secret, std::string_view date, std::string
 }
 
 bool is_host_char(char c) noexcept {
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_' || c == ':' ||
-         c == '[' || c == ']';
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_' || c == ':' || c == '[' ||
+         c == ']';
 }
 
 void check_request(const presign_request& r) {
@@ -168,8 +168,8 @@ presigned_url presign_url(const presign_request& request, const credentials& cre
   // Canonical query: the encoded pairs sorted by key (then value), byte-wise.
   std::vector<std::pair<std::string, std::string>> sorted = query;
   std::sort(sorted.begin(), sorted.end());
-  const std::string canonical_request = "GET\n/\n" + join(sorted) + "\nhost:" + request.host + "\n\nhost\n" +
-                                        sha256_hex("");
+  const std::string canonical_request =
+      "GET\n/\n" + join(sorted) + "\nhost:" + request.host + "\n\nhost\n" + sha256_hex("");
   const std::string string_to_sign =
       std::string(algorithm) + "\n" + timestamp + "\n" + scope + "\n" + sha256_hex(canonical_request);
 

@@ -24,4 +24,7 @@ inline constexpr int exit_usage = 2;    ///< bad command line or bad pool config
 /// `pqxxpool demo`: runs a load against a pool and prints live statistics.
 command add_demo_command(CLI::App& app);
 
+/// `pqxxpool token`: prints an Aurora DSQL IAM authentication token on stdout.
+command add_token_command(CLI::App& app);
+
 }  // namespace pqxxpool_cli

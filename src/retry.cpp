@@ -1,0 +1,89 @@
+#include "pqxxpool/retry.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <thread>
+
+#include <pqxx/except>
+
+#include "pqxxpool/errors.hpp"
+
+namespace pqxxpool {
+
+void retry_policy::validate() const {
+  if (initial_backoff.count() < 0) throw config_error("initial_backoff", "must be >= 0 ms");
+  if (!(multiplier >= 1.0)) throw config_error("multiplier", "must be >= 1");
+  if (max_backoff < initial_backoff) throw config_error("max_backoff", "must be >= initial_backoff");
+  if (!(jitter >= 0.0 && jitter <= 1.0)) throw config_error("jitter", "must be in [0, 1]");
+  if (acquire_timeout.count() < 0) throw config_error("acquire_timeout", "must be >= 0 ms");
+}
+
+namespace {
+
+enum class verdict { rethrow, retry, retry_and_discard };
+
+bool mentions(const char* text, const char* code) { return std::string_view(text).find(code) != std::string_view::npos; }
+
+// What to do about an attempt's exception. libpqxx 6 maps SQLSTATE 40001 to
+// serialization_failure (not an sql_error, so no sqlstate() there); libpqxx 7 keeps sqlstate().
+// DSQL reports its OCC conflicts as 40001 with OC000 (data) or OC001 (stale catalog: this
+// connection's cached schema is stale, so it must not be reused) in the message.
+verdict classify(const std::exception_ptr& error, bool idempotent) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const pqxx::in_doubt_error&) {
+    return idempotent ? verdict::retry_and_discard : verdict::rethrow;
+  } catch (const pqxx::broken_connection&) {
+    return verdict::retry_and_discard;  // not committed: the whole transaction runs again
+  } catch (const pqxx::serialization_failure& e) {
+    return mentions(e.what(), "OC001") ? verdict::retry_and_discard : verdict::retry;
+  } catch (const pqxx::sql_error& e) {
+    if (mentions(e.what(), "OC001")) return verdict::retry_and_discard;
+    if (e.sqlstate() == "40001" || mentions(e.what(), "OC000")) return verdict::retry;
+    return verdict::rethrow;
+  } catch (...) {
+    return verdict::rethrow;
+  }
+}
+
+std::chrono::milliseconds backoff_for(const retry_policy& policy, unsigned retry) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  const double base = static_cast<double>(policy.initial_backoff.count()) * std::pow(policy.multiplier, retry);
+  const double capped = std::min(base, static_cast<double>(policy.max_backoff.count()));
+  const double jittered = capped * (1.0 + std::uniform_real_distribution<double>(0.0, policy.jitter)(rng));
+  return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(jittered));
+}
+
+}  // namespace
+
+namespace detail {
+
+void run_with_retry(pool& p, const std::function<void(pqxx::work&)>& body, const retry_policy& policy) {
+  policy.validate();
+  for (unsigned attempt = 0;; ++attempt) {
+    lease c = policy.acquire_timeout.count() > 0 ? p.acquire(policy.acquire_timeout) : p.acquire();
+    std::exception_ptr error;
+    try {
+      pqxx::work tx{*c};
+      body(tx);
+      tx.commit();
+      return;
+    } catch (...) {
+      error = std::current_exception();
+    }
+    const verdict v = classify(error, policy.idempotent);
+    if (v == verdict::retry_and_discard) c.discard();
+    c.release();
+    if (v == verdict::rethrow || attempt >= policy.max_retries) std::rethrow_exception(error);
+    std::this_thread::sleep_for(backoff_for(policy, attempt));
+  }
+}
+
+}  // namespace detail
+
+pqxx::result retry_exec(pool& p, const std::string& sql, const retry_policy& policy) {
+  return retry_transaction(p, [&sql](pqxx::work& tx) { return tx.exec(sql); }, policy);
+}
+
+}  // namespace pqxxpool
