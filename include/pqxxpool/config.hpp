@@ -88,6 +88,11 @@ struct pool_config {
   /// rollback of an open transaction).
   std::function<void(connection&)> reset;
 
+  /// Optional: maps a failed connect's message to a hint for the user ("" for none); the hint is
+  /// appended to the connect_error message. Runs on a background thread, never under the pool's
+  /// lock. dsql::make_pool installs one for DSQL's errors. Default: none.
+  std::function<std::string(const std::string& message)> error_hint;
+
   /// Most physical connections at once (idle + in use + connecting). Default 10; must be ≥ 1.
   std::size_t max_size = 10;
 

@@ -4,6 +4,7 @@
 #include "pqxxpool/aws/credentials.hpp"
 #include "pqxxpool/aws/dsql.hpp"
 #include "pqxxpool/config.hpp"
+#include "pqxxpool/dsql_pool.hpp"
 #include "pqxxpool/errors.hpp"
 #include "pqxxpool/pool.hpp"
 #include "pqxxpool/retry.hpp"

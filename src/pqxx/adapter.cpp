@@ -345,14 +345,26 @@ std::string target_of(PGconn* conn) {
 class pqxx_connector final : public core::connector {
  public:
   pqxx_connector(const pool_config& cfg, connect_params base)
-      : m_before_connect{cfg.before_connect}, m_after_connect{cfg.after_connect}, m_base{std::move(base)} {}
+      : m_before_connect{cfg.before_connect},
+        m_after_connect{cfg.after_connect},
+        m_error_hint{cfg.error_hint},
+        m_base{std::move(base)} {}
 
   std::unique_ptr<core::physical> connect(core::time_point deadline) override {
     const auto started = steady_clock::now();
     connect_params params = m_base;
     // Scrubs both passwords: the hook may have replaced the base one, even if it then threw.
     const auto fail = [this, &params](const std::string& message, std::string sqlstate = {}) {
-      return connect_error{scrub(message, {password_of(m_base), password_of(params)}), std::move(sqlstate)};
+      std::string text = message;
+      if (m_error_hint) {
+        try {
+          const std::string hint = m_error_hint(message);
+          if (!hint.empty()) text += "\nhint: " + hint;
+        } catch (...) {
+          // A failing hint must not hide the error itself.
+        }
+      }
+      return connect_error{scrub(text, {password_of(m_base), password_of(params)}), std::move(sqlstate)};
     };
 
     if (m_before_connect) {
@@ -435,6 +447,7 @@ class pqxx_connector final : public core::connector {
 
   std::function<void(connect_params&)> m_before_connect;
   std::function<void(connection&)> m_after_connect;
+  std::function<std::string(const std::string&)> m_error_hint;
   const connect_params m_base;
 };
 
@@ -501,6 +514,8 @@ connect_params build_params(const pool_config& cfg) {
 std::unique_ptr<core::connector> make_connector(const pool_config& cfg, connect_params base) {
   return std::make_unique<pqxx_connector>(cfg, std::move(base));
 }
+
+int libpq_version() noexcept { return PQlibVersion(); }
 
 std::string sqlstate_from_message(std::string_view message) {
   // Verbose libpq text is "<SEVERITY>:  <SQLSTATE>: <message>". The severity may be translated,

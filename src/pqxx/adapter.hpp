@@ -26,6 +26,9 @@ connect_params build_params(const pool_config& cfg);
 /// the password; SQLSTATE parsed from libpq's verbose text when present).
 std::unique_ptr<core::connector> make_connector(const pool_config& cfg, connect_params base);
 
+/// libpq's version as PQlibVersion() reports it (e.g. 150018 for 15.18).
+int libpq_version() noexcept;
+
 /// The SQLSTATE in a verbose libpq message ("FATAL:  28P01: password …"), or "" if none.
 std::string sqlstate_from_message(std::string_view message);
 

@@ -1,0 +1,283 @@
+#include "pqxxpool/dsql_pool.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+#include <openssl/x509.h>
+
+#include "pqxx/adapter.hpp"
+#include "pqxxpool/aws/dsql.hpp"
+#include "pqxxpool/errors.hpp"
+#include "pqxxpool/version.hpp"
+
+namespace pqxxpool::dsql {
+namespace {
+
+using std::chrono::system_clock;
+
+bool is_cluster_id(std::string_view host) {
+  return host.size() == 26 && std::all_of(host.begin(), host.end(), [](char c) {
+           return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c));
+         });
+}
+
+bool contains_nocase(std::string_view text, std::string_view needle) {
+  const auto it = std::search(text.begin(), text.end(), needle.begin(), needle.end(), [](char a, char b) {
+    return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+  });
+  return it != text.end();
+}
+
+std::string env_or_empty(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+// Credentials are fetched on the connect threads only (never on the acquire path) and kept until
+// 5 minutes before they expire, or for 5 minutes when they carry no expiry (so an edited
+// credentials file is picked up).
+class cached_provider final : public aws::credentials_provider {
+ public:
+  explicit cached_provider(std::shared_ptr<aws::credentials_provider> inner) : m_inner(std::move(inner)) {}
+  aws::credentials get() override {
+    std::lock_guard<std::mutex> lk(m_mu);  // guards m_cached/m_fetched_at; held across one fetch
+    const auto now = system_clock::now();
+    const bool fresh = m_cached && (m_cached->expiration ? now + std::chrono::minutes(5) < *m_cached->expiration
+                                                         : now < m_fetched_at + std::chrono::minutes(5));
+    if (!fresh) {
+      m_cached = m_inner->get();
+      m_fetched_at = now;
+    }
+    return *m_cached;
+  }
+  std::string name() const override { return m_inner->name(); }
+
+ private:
+  std::shared_ptr<aws::credentials_provider> m_inner;
+  std::mutex m_mu;
+  std::optional<aws::credentials> m_cached;
+  system_clock::time_point m_fetched_at{};
+};
+
+// The environment when it has keys, else the shared files' default profile chain.
+class default_chain final : public aws::credentials_provider {
+ public:
+  aws::credentials get() override {
+    if (aws::environment_credentials::present()) return aws::environment_credentials{}.get();
+    return aws::profile_credentials{}.get();
+  }
+  std::string name() const override { return "environment, then shared credentials/config files"; }
+};
+
+std::shared_ptr<aws::credentials_provider> provider_for(const config& cfg) {
+  std::shared_ptr<aws::credentials_provider> inner = cfg.credentials;
+  if (!inner && !cfg.profile.empty()) inner = std::make_shared<aws::profile_credentials>(cfg.profile);
+  if (!inner) inner = std::make_shared<default_chain>();
+  return std::make_shared<cached_provider>(std::move(inner));
+}
+
+// Makes the token for each connect; with token_cache, reuses one until 80% of its lifetime.
+class token_source {
+ public:
+  token_source(token_request request, std::shared_ptr<aws::credentials_provider> creds, bool cache)
+      : m_request(std::move(request)), m_creds(std::move(creds)), m_cache(cache) {}
+  std::string next() {
+    const auto now = system_clock::now();
+    if (!m_cache) return generate_token(m_request, m_creds->get(), now);
+    std::lock_guard<std::mutex> lk(m_mu);  // guards the cached token; held across one signing
+    if (m_token.empty() || now >= m_reuse_until) {
+      m_token = generate_token(m_request, m_creds->get(), now);
+      m_reuse_until = now + std::chrono::duration_cast<system_clock::duration>(m_request.expires * 8 / 10);
+    }
+    return m_token;
+  }
+
+ private:
+  const token_request m_request;
+  const std::shared_ptr<aws::credentials_provider> m_creds;
+  const bool m_cache;
+  std::mutex m_mu;
+  std::string m_token;
+  system_clock::time_point m_reuse_until{};
+};
+
+std::string resolve_region(const config& cfg, const std::string& host) {
+  if (!cfg.region.empty()) return cfg.region;
+  if (std::optional<std::string> r = region_from_host(host)) return *r;
+  for (const char* name : {"AWS_REGION", "AWS_DEFAULT_REGION"}) {
+    std::string v = env_or_empty(name);
+    if (!v.empty()) return v;
+  }
+  throw config_error("region", "not given, not in the endpoint name (<id>.dsql.<region>.on.aws), and neither "
+                               "AWS_REGION nor AWS_DEFAULT_REGION is set");
+}
+
+std::string percent_decode(std::string_view text, const char* part) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out += text[i];
+      continue;
+    }
+    if (i + 2 >= text.size() || !std::isxdigit(static_cast<unsigned char>(text[i + 1])) ||
+        !std::isxdigit(static_cast<unsigned char>(text[i + 2])))
+      throw config_error(part, "has a bad percent escape");
+    out += static_cast<char>(std::stoi(std::string(text.substr(i + 1, 2)), nullptr, 16));
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+config config_from_url(std::string_view url) {
+  config cfg;
+  std::string_view rest;
+  for (std::string_view scheme : {"postgres://", "postgresql://"})
+    if (url.substr(0, scheme.size()) == scheme) rest = url.substr(scheme.size());
+  if (rest.empty()) throw config_error("url", "must start with postgres:// or postgresql://");
+  std::string_view query;
+  if (const auto q = rest.find('?'); q != std::string_view::npos) {
+    query = rest.substr(q + 1);
+    rest = rest.substr(0, q);
+  }
+  std::string_view authority = rest;
+  if (const auto slash = rest.find('/'); slash != std::string_view::npos) {
+    authority = rest.substr(0, slash);
+    if (slash + 1 < rest.size()) cfg.database = percent_decode(rest.substr(slash + 1), "url database");
+  }
+  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
+    const std::string_view userinfo = authority.substr(0, at);
+    if (userinfo.find(':') != std::string_view::npos)
+      throw config_error("url user", "must not carry a password: DSQL authenticates with IAM tokens");
+    cfg.user = percent_decode(userinfo, "url user");
+    authority = authority.substr(at + 1);
+  }
+  if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) {
+    const std::string port(authority.substr(colon + 1));
+    char* end = nullptr;
+    const long p = std::strtol(port.c_str(), &end, 10);
+    if (port.empty() || *end != '\0' || p < 1 || p > 65535) throw config_error("url port", "must be 1…65535");
+    cfg.port = static_cast<std::uint16_t>(p);
+    authority = authority.substr(0, colon);
+  }
+  cfg.host = std::string(authority);
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    const auto eq = pair.find('=');
+    const std::string key(pair.substr(0, eq));
+    const std::string value = eq == std::string_view::npos ? "" : percent_decode(pair.substr(eq + 1), "url query");
+    if (key == "region") {
+      cfg.region = value;
+    } else if (key == "profile") {
+      cfg.profile = value;
+    } else if (key == "tokenDurationSecs") {
+      char* end = nullptr;
+      const long long secs = std::strtoll(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0') throw config_error("tokenDurationSecs", "must be a whole number of seconds");
+      cfg.token_duration = std::chrono::seconds(secs);
+    } else if (key == "sslmode") {
+      cfg.sslmode = value;
+    } else if (key == "sslrootcert") {
+      cfg.sslrootcert = value;
+    } else {
+      cfg.pool.params[key] = value;  // libpq checks the keyword when the pool is built
+    }
+  }
+  return cfg;
+}
+
+pool_config make_pool_config(const config& cfg, int libpq_version) {
+  if (libpq_version == 0) libpq_version = pqxx_adapter::libpq_version();
+  if (cfg.host.empty()) throw config_error("host", "is required: the cluster endpoint or its 26-character id");
+  if (!cfg.pool.conninfo.empty())
+    throw config_error("pool.conninfo", "must be empty: dsql::config sets the connection parameters");
+  if (cfg.token_duration < std::chrono::seconds(1) || cfg.token_duration > std::chrono::seconds(604800))
+    throw config_error("token_duration", "must be 1 … 604800 s, got " + std::to_string(cfg.token_duration.count()));
+  if (cfg.pool.max_lifetime.count() == 0 || cfg.pool.max_lifetime + cfg.handout_margin > cfg.server_max_age)
+    throw config_error("pool.max_lifetime",
+                       "must be > 0 and leave handout_margin (" + std::to_string(cfg.handout_margin.count()) +
+                           " ms) before server_max_age (" + std::to_string(cfg.server_max_age.count()) +
+                           " ms): DSQL closes every connection at that age");
+  if (cfg.user.empty()) throw config_error("user", "must not be empty");
+
+  std::string host = cfg.host;
+  std::transform(host.begin(), host.end(), host.begin(), [](unsigned char c) { return std::tolower(c); });
+  const std::string region = resolve_region(cfg, host);
+  if (is_cluster_id(host)) host += ".dsql." + region + ".on.aws";
+
+  pool_config out = cfg.pool;
+  for (const char* key : {"host", "hostaddr", "port", "user", "dbname", "password", "sslmode", "sslrootcert"})
+    if (out.params.count(key) != 0)
+      throw config_error(std::string("pool.params[\"") + key + "\"]", "is set by dsql::config; use its field");
+  out.params["host"] = host;
+  if (!cfg.tunnel_address.empty()) out.params["hostaddr"] = cfg.tunnel_address;
+  out.params["port"] = std::to_string(cfg.tunnel_port != 0 ? cfg.tunnel_port : cfg.port);
+  out.params["user"] = cfg.user;
+  out.params["dbname"] = cfg.database;
+  out.params["sslmode"] = cfg.sslmode;
+  // libpq < 16 does not know sslrootcert=system: hand it OpenSSL's default bundle file instead.
+  out.params["sslrootcert"] =
+      !cfg.sslrootcert.empty() ? cfg.sslrootcert : (libpq_version >= 160000 ? "system" : X509_get_default_cert_file());
+  if (libpq_version >= 170000 && out.params.count("sslnegotiation") == 0) out.params["sslnegotiation"] = "direct";
+  if (out.params.count("application_name") == 0) out.params["application_name"] = std::string("pqxxpool-dsql/") + version;
+
+  auto tokens = std::make_shared<token_source>(token_request{host, region, cfg.user, cfg.token_duration},
+                                               provider_for(cfg), cfg.token_cache);
+  out.before_connect = [user_hook = cfg.pool.before_connect, tokens](connect_params& p) {
+    if (user_hook) user_hook(p);
+    p.set("password", tokens->next());
+  };
+  // Hints with the facts a user needs to tell the causes apart.
+  const bool admin = cfg.user == "admin";
+  const std::optional<std::string> host_region = region_from_host(host);
+  std::string facts = "; signing region " + region + (host_region && *host_region != region ? " but the endpoint is in " + *host_region : "") +
+                      ", user " + cfg.user + " (action " + (admin ? "DbConnectAdmin" : "DbConnect") + "), token lifetime " +
+                      std::to_string(cfg.token_duration.count()) + " s" + (cfg.token_cache ? " (token cache on)" : "");
+  out.error_hint = [user_hint = cfg.pool.error_hint, facts](const std::string& message) {
+    if (user_hint) {
+      std::string h = user_hint(message);
+      if (!h.empty()) return h;
+    }
+    std::string h = hint_for(message);
+    if (!h.empty() && contains_nocase(message, "access denied")) h += facts;
+    return h;
+  };
+  out.validate();
+  return out;
+}
+
+std::unique_ptr<pqxxpool::pool> make_pool(const config& cfg) {
+  return std::make_unique<pqxxpool::pool>(make_pool_config(cfg));
+}
+
+std::string hint_for(std::string_view message) {
+  if (contains_nocase(message, "sni"))
+    return "DSQL needs TLS SNI naming the cluster: set host to the endpoint (<id>.dsql.<region>.on.aws) and, "
+           "through a tunnel or VPC endpoint, hostaddr (dsql::config::tunnel_address) to the tunnel; an IP "
+           "address as host sends no SNI";
+  if (contains_nocase(message, "access denied"))
+    return "DSQL refused the IAM token: it may have expired (token lifetime, clock skew), its action may not "
+           "match the user (admin needs DbConnectAdmin, other roles DbConnect and the dsql:DbConnect "
+           "permission), it may be signed for another region than the endpoint's, or the identity's access was "
+           "revoked";
+  if (message.find("53300") != std::string_view::npos || contains_nocase(message, "too many open connections"))
+    return "the cluster's connection limit is reached (10,000 by default): lower max_size across the fleet or "
+           "raise the quota";
+  if (message.find("53400") != std::string_view::npos || contains_nocase(message, "rate exceeded"))
+    return "DSQL accepts 100 new connections per second (burst 1,000): the pool backs off; lower max_connecting "
+           "or stagger restarts";
+  if (contains_nocase(message, "does not match host name"))
+    return "verify-full checks the certificate against host: set host to the cluster endpoint, not an IP or a "
+           "tunnel name";
+  return {};
+}
+
+}  // namespace pqxxpool::dsql

@@ -1,0 +1,177 @@
+// dsql::config → pool_config: endpoint expansion, region, TLS parameters by libpq version,
+// tunnels, lifetime limits, the token hook, URL form and error hints. No server needed.
+
+#include <cstdlib>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "pqxxpool/dsql_pool.hpp"
+#include "pqxxpool/errors.hpp"
+
+namespace pqxxpool::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+const char* const endpoint = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
+
+dsql::config base_config() {
+  dsql::config cfg;
+  cfg.host = endpoint;
+  cfg.credentials = std::make_shared<aws::static_credentials>(aws::credentials{"AKIDTEST", "secret-test", "", {}});
+  return cfg;
+}
+
+std::string field_of(const dsql::config& cfg) {
+  try {
+    (void)dsql::make_pool_config(cfg, 150000);
+  } catch (const config_error& e) {
+    return e.field();
+  }
+  return "";
+}
+
+/// Restores an environment variable when the test ends.
+struct scoped_env {
+  std::string name;
+  std::optional<std::string> old;
+  scoped_env(const char* n, const char* value) : name(n) {
+    if (const char* v = std::getenv(n)) old = v;
+    if (value != nullptr)
+      setenv(n, value, 1);
+    else
+      unsetenv(n);
+  }
+  ~scoped_env() {
+    if (old)
+      setenv(name.c_str(), old->c_str(), 1);
+    else
+      unsetenv(name.c_str());
+  }
+};
+
+TEST(dsql_pool_config, endpoint_gives_tls_parameters_and_region) {
+  const pool_config p = dsql::make_pool_config(base_config(), 150018);
+  EXPECT_EQ(p.params.at("host"), endpoint);
+  EXPECT_EQ(p.params.at("port"), "5432");
+  EXPECT_EQ(p.params.at("user"), "admin");
+  EXPECT_EQ(p.params.at("dbname"), "postgres");
+  EXPECT_EQ(p.params.at("sslmode"), "verify-full");
+  EXPECT_NE(p.params.at("sslrootcert"), "system") << "libpq 15 does not know sslrootcert=system";
+  EXPECT_FALSE(p.params.at("sslrootcert").empty());
+  EXPECT_EQ(p.params.count("sslnegotiation"), 0u);
+  EXPECT_EQ(p.params.count("hostaddr"), 0u);
+  EXPECT_EQ(p.params.at("application_name").rfind("pqxxpool-dsql/", 0), 0u);
+  EXPECT_EQ(p.max_lifetime, 55min);
+}
+
+TEST(dsql_pool_config, newer_libpq_gets_system_roots_and_direct_tls) {
+  EXPECT_EQ(dsql::make_pool_config(base_config(), 160004).params.at("sslrootcert"), "system");
+  EXPECT_EQ(dsql::make_pool_config(base_config(), 160004).params.count("sslnegotiation"), 0u);
+  EXPECT_EQ(dsql::make_pool_config(base_config(), 170002).params.at("sslnegotiation"), "direct");
+}
+
+TEST(dsql_pool_config, cluster_id_is_expanded_with_the_region) {
+  dsql::config cfg = base_config();
+  cfg.host = "abcdefghijklmnopqrstuvwxyz";
+  cfg.region = "eu-west-1";
+  EXPECT_EQ(dsql::make_pool_config(cfg, 150000).params.at("host"), "abcdefghijklmnopqrstuvwxyz.dsql.eu-west-1.on.aws");
+  cfg.region.clear();
+  scoped_env region("AWS_REGION", nullptr);
+  scoped_env default_region("AWS_DEFAULT_REGION", "ap-northeast-1");
+  EXPECT_EQ(dsql::make_pool_config(cfg, 150000).params.at("host"), "abcdefghijklmnopqrstuvwxyz.dsql.ap-northeast-1.on.aws");
+  scoped_env no_default_region("AWS_DEFAULT_REGION", nullptr);
+  EXPECT_EQ(field_of(cfg), "region");
+}
+
+TEST(dsql_pool_config, tunnel_changes_where_to_connect_not_the_name) {
+  dsql::config cfg = base_config();
+  cfg.tunnel_address = "127.0.0.1";
+  cfg.tunnel_port = 15432;
+  const pool_config p = dsql::make_pool_config(cfg, 150000);
+  EXPECT_EQ(p.params.at("host"), endpoint);
+  EXPECT_EQ(p.params.at("hostaddr"), "127.0.0.1");
+  EXPECT_EQ(p.params.at("port"), "15432");
+}
+
+TEST(dsql_pool_config, bad_fields_are_named) {
+  dsql::config cfg = base_config();
+  cfg.pool.max_lifetime = 58min;  // 58 + 5 > 60
+  EXPECT_EQ(field_of(cfg), "pool.max_lifetime");
+  cfg = base_config();
+  cfg.token_duration = 0s;
+  EXPECT_EQ(field_of(cfg), "token_duration");
+  cfg = base_config();
+  cfg.host.clear();
+  EXPECT_EQ(field_of(cfg), "host");
+  cfg = base_config();
+  cfg.pool.conninfo = "host=x";
+  EXPECT_EQ(field_of(cfg), "pool.conninfo");
+  cfg = base_config();
+  cfg.pool.params["password"] = "x";
+  EXPECT_EQ(field_of(cfg), "pool.params[\"password\"]");
+}
+
+TEST(dsql_pool_config, before_connect_runs_the_user_hook_then_sets_a_token) {
+  dsql::config cfg = base_config();
+  cfg.user = "app_role";
+  bool user_hook_ran = false;
+  cfg.pool.before_connect = [&](connect_params& p) {
+    user_hook_ran = true;
+    p.set("password", "user-value-is-replaced");
+    p.set("options", "-c statement_timeout=5000");
+  };
+  const pool_config p = dsql::make_pool_config(cfg, 150000);
+  connect_params params;
+  p.before_connect(params);
+  EXPECT_TRUE(user_hook_ran);
+  ASSERT_NE(params.get("password"), nullptr);
+  const std::string& token = *params.get("password");
+  EXPECT_EQ(token.rfind(std::string(endpoint) + "/?Action=DbConnect&", 0), 0u) << "non-admin user signs DbConnect";
+  EXPECT_NE(token.find("X-Amz-Credential=AKIDTEST%2F"), std::string::npos);
+  EXPECT_NE(token.find("%2Fus-east-1%2Fdsql%2Faws4_request"), std::string::npos);
+  EXPECT_NE(token.find("X-Amz-Expires=900&"), std::string::npos);
+  EXPECT_EQ(*params.get("options"), "-c statement_timeout=5000");
+}
+
+TEST(dsql_pool_config, url_form_takes_out_our_keys) {
+  const dsql::config cfg = dsql::config_from_url(
+      std::string("postgres://admin@") + endpoint + ":5433/postgres?region=us-east-1&profile=dev&tokenDurationSecs=600&connect_timeout=7");
+  EXPECT_EQ(cfg.host, endpoint);
+  EXPECT_EQ(cfg.port, 5433);
+  EXPECT_EQ(cfg.user, "admin");
+  EXPECT_EQ(cfg.database, "postgres");
+  EXPECT_EQ(cfg.region, "us-east-1");
+  EXPECT_EQ(cfg.profile, "dev");
+  EXPECT_EQ(cfg.token_duration, 600s);
+  EXPECT_EQ(cfg.pool.params.at("connect_timeout"), "7");
+  EXPECT_EQ(cfg.pool.params.count("region"), 0u);
+  try {
+    (void)dsql::config_from_url(std::string("postgres://admin:secret-in-url@") + endpoint + "/postgres");
+    FAIL();
+  } catch (const config_error& e) {
+    EXPECT_EQ(e.field(), "url user");
+    EXPECT_EQ(std::string(e.what()).find("secret-in-url"), std::string::npos);
+  }
+  EXPECT_THROW((void)dsql::config_from_url("mysql://x"), config_error);
+}
+
+TEST(dsql_pool_config, hints_name_the_fix) {
+  EXPECT_NE(dsql::hint_for("FATAL:  unable to accept connection, sni was not received").find("hostaddr"), std::string::npos);
+  EXPECT_NE(dsql::hint_for("FATAL:  unable to accept connection, invalid SNI").find("endpoint"), std::string::npos);
+  EXPECT_NE(dsql::hint_for("FATAL:  unable to accept connection, access denied").find("DbConnectAdmin"), std::string::npos);
+  EXPECT_NE(dsql::hint_for("FATAL:  53400: Unable to accept connection, rate exceeded.").find("100"), std::string::npos);
+  EXPECT_NE(dsql::hint_for("FATAL:  53300: Unable to accept connection, too many open connections.").find("limit"), std::string::npos);
+  EXPECT_EQ(dsql::hint_for("FATAL:  57P01: terminating connection due to administrator command"), "");
+  // The pool's hook adds the client-side facts to "access denied".
+  dsql::config cfg = base_config();
+  cfg.region = "us-west-2";  // differs from the endpoint's
+  const pool_config p = dsql::make_pool_config(cfg, 150000);
+  const std::string h = p.error_hint("FATAL:  unable to accept connection, access denied");
+  EXPECT_NE(h.find("signing region us-west-2 but the endpoint is in us-east-1"), std::string::npos) << h;
+  EXPECT_NE(h.find("DbConnectAdmin"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pqxxpool::test
