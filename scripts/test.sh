@@ -27,6 +27,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
 readonly CLUSTER_SCRIPT="$ROOT/test/support/pgcluster.sh"
+readonly EMULATOR_SCRIPT="$ROOT/test/support/dsql_emulator.sh"
 readonly LOG_DIR="$ROOT/build/logs"
 readonly DEFAULT_PRESETS=(release asan tsan)
 readonly CTEST_TIMEOUT="${PQXXPOOL_CTEST_TIMEOUT:-300}"
@@ -188,6 +189,8 @@ cleanup() {
     local rc=$?
     if [[ -n "$CLUSTER_DIR" && -d "$CLUSTER_DIR" ]]; then
         cp -f -- "$CLUSTER_DIR/postgres.log" "$LOG_DIR/postgres.log" 2>/dev/null || true
+        cp -f -- "$CLUSTER_DIR/emulator.log" "$LOG_DIR/dsql-emulator.log" 2>/dev/null || true
+        bash "$EMULATOR_SCRIPT" stop "$CLUSTER_DIR" >/dev/null 2>&1 || true
         bash "$CLUSTER_SCRIPT" stop "$CLUSTER_DIR" || echo "test.sh: warning: could not stop cluster in $CLUSTER_DIR" >&2
     fi
     exit "$rc"
@@ -208,9 +211,13 @@ if ! bash "$CLUSTER_SCRIPT" start "$CLUSTER_DIR"; then
     echo "$total_passed passed, $total_failed failed"
     exit 1
 fi
+# The DSQL front-door emulator in front of the cluster (appends its port to DIR/env).
+if ! bash "$EMULATOR_SCRIPT" start "$CLUSTER_DIR" >/dev/null; then
+    echo "test.sh: warning: could not start the DSQL emulator; its tests will fail" >&2
+fi
 # shellcheck source=/dev/null
 source "$CLUSTER_DIR/env"
-echo "   cluster up on 127.0.0.1:$PQXXPOOL_TEST_PORT ($CLUSTER_DIR)"
+echo "   cluster up on 127.0.0.1:$PQXXPOOL_TEST_PORT ($CLUSTER_DIR), DSQL emulator on ${PQXXPOOL_DSQL_EMULATOR_PORT:-?}"
 
 # ---- test -------------------------------------------------------------------
 for p in "${presets[@]}"; do
