@@ -36,6 +36,8 @@ void pool_config::validate() const {
     throw config_error("connect_backoff_max", "must be >= connect_backoff_initial (" +
                                                   std::to_string(connect_backoff_initial.count()) + " ms), got " +
                                                   std::to_string(connect_backoff_max.count()) + " ms");
+  if (!(max_connect_rate >= 0.0))  // also rejects NaN
+    throw config_error("max_connect_rate", "must be >= 0 connects per second (0 = unlimited)");
   if (fairness_window.count() < 0)
     throw config_error("fairness_window", "must be >= 0 us, got " + std::to_string(fairness_window.count()) + " us");
 }

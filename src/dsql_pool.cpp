@@ -214,6 +214,8 @@ pool_config make_pool_config(const config& cfg, int libpq_version) {
   if (is_cluster_id(host)) host += ".dsql." + region + ".on.aws";
 
   pool_config out = cfg.pool;
+  // DSQL accepts 100 new connections per second per cluster; one pool never needs more.
+  if (out.max_connect_rate == 0) out.max_connect_rate = 100;
   for (const char* key : {"host", "hostaddr", "port", "user", "dbname", "password", "sslmode", "sslrootcert"})
     if (out.params.count(key) != 0)
       throw config_error(std::string("pool.params[\"") + key + "\"]", "is set by dsql::config; use its field");

@@ -136,6 +136,11 @@ struct pool_config {
   /// must be ≥ 1; values above max_size act as max_size.
   std::size_t max_connecting = 2;
 
+  /// Most physical connects started per second (a minimum spacing of 1/rate between starts),
+  /// e.g. to stay under Aurora DSQL's 100 new connections per second. Default 0 = unlimited;
+  /// must be ≥ 0.
+  double max_connect_rate = 0;
+
   /// Most threads waiting in acquire() at once; beyond it acquire() throws too_many_waiters at
   /// once. Default 0 = unbounded.
   std::size_t max_waiting = 0;

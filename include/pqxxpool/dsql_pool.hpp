@@ -65,7 +65,8 @@ struct config {
   /// A connection is never handed out within this margin of server_max_age:
   /// pool.max_lifetime + handout_margin must not exceed server_max_age. Default 5 min.
   std::chrono::milliseconds handout_margin{5 * 60 * 1000};
-  /// The pool's settings. pool.conninfo and pool.params must be empty (they are set from the
+  /// The pool's settings. pool.max_connect_rate left at 0 becomes 100 (DSQL's limit of new
+  /// connections per second). pool.conninfo and pool.params must be empty (they are set from the
   /// fields above; pool.params may add libpq keywords DSQL accepts). A user before_connect runs
   /// first, then the token is set.
   pool_config pool;

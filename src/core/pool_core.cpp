@@ -23,6 +23,9 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
       m_expiry_lead(expiry_lead_for(m_cfg)),
       m_max_connecting(std::min(m_cfg.max_connecting, m_cfg.max_size)),
       m_coarse_lag(m_clock->coarse_lag()),
+      m_connect_spacing(m_cfg.max_connect_rate > 0
+                            ? std::chrono::duration_cast<duration>(std::chrono::duration<double>(1.0 / m_cfg.max_connect_rate))
+                            : duration::zero()),
       m_rng(seed != 0 ? seed : std::random_device{}()) {
   // Reserved once so that the hot path (idle push/pop) and publishing never allocate.
   m_slots.reserve(m_cfg.max_size);
@@ -457,12 +460,14 @@ void pool_core::connect_loop() {
       continue;
     }
     const time_point start = m_clock->now();
-    if (start < m_next_connect_at) {  // backing off after a failure
+    const time_point allowed = std::max(m_next_connect_at, m_next_rate_at);
+    if (start < allowed) {  // backing off after a failure, or keeping to max_connect_rate
       ++m_connectors_sleeping;
-      m_clock->wait_until(m_connect_cv, lk, m_next_connect_at);
+      m_clock->wait_until(m_connect_cv, lk, allowed);
       --m_connectors_sleeping;
       continue;
     }
+    if (m_connect_spacing > duration::zero()) m_next_rate_at = start + m_connect_spacing;
     ++m_connecting;
     const std::uint64_t generation = m_generation;
     if (connect_needed_locked()) wake_connectors_locked();  // more wanted: another worker helps

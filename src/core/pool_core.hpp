@@ -121,6 +121,7 @@ class pool_core {
   const duration m_expiry_lead;  // open a replacement this long before a connection expires
   const std::size_t m_max_connecting;  // min(max_connecting, max_size): one thread each
   const duration m_coarse_lag;         // m_clock->coarse_lag(), read once
+  const duration m_connect_spacing;    // 1 / max_connect_rate, or zero
 
   mutable std::mutex m_mu;
   // guarded by m_mu:
@@ -135,7 +136,8 @@ class pool_core {
   bool m_closed = false;
   bool m_orphaned = false;  // the pool object is gone; the last lease deletes this
   std::size_t m_replacements_wanted = 0;
-  time_point m_next_connect_at{};
+  time_point m_next_connect_at{};  // backoff: no connect starts before this
+  time_point m_next_rate_at{};     // max_connect_rate: no connect starts before this
   duration m_backoff{};
   std::mt19937_64 m_rng;
   std::vector<std::unique_ptr<physical>> m_close_queue;  // closed by the maintenance thread

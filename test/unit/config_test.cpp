@@ -63,6 +63,7 @@ TEST(pool_config, each_bad_field_is_named) {
   EXPECT_EQ(field_of([](pool_config& c) { c.health_check_period = -1ms; }), "health_check_period");
   EXPECT_EQ(field_of([](pool_config& c) { c.connect_backoff_initial = 0ms; }), "connect_backoff_initial");
   EXPECT_EQ(field_of([](pool_config& c) { c.connect_backoff_max = 1ms; }), "connect_backoff_max");
+  EXPECT_EQ(field_of([](pool_config& c) { c.max_connect_rate = -1; }), "max_connect_rate");
   EXPECT_EQ(field_of([](pool_config& c) { c.fairness_window = std::chrono::microseconds(-1); }), "fairness_window");
 }
 

@@ -246,6 +246,21 @@ TEST(pool_core, failed_connects_back_off_exponentially_up_to_the_cap) {
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
 }
 
+TEST(pool_core, max_connect_rate_spaces_connect_starts) {
+  pool_config cfg = small_config(4, 4);
+  cfg.max_connect_rate = 10;  // one start per 100 ms
+  fake_pool p(cfg);
+  for (int k = 1; k <= 3; ++k) {
+    ASSERT_TRUE(eventually([&] { return p.connector->attempts.load() >= k; }));
+    const time_point last = p.connector->attempts_so_far().back();
+    // The next worker sleeps until exactly 100 ms after the last start, not earlier.
+    ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(last + 100ms); })) << "step " << k;
+    EXPECT_EQ(p.connector->attempts.load(), k);
+    p.clock->advance(100ms);
+  }
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 4; }));
+}
+
 TEST(pool_core, at_most_max_connecting_connects_in_flight) {
   pool_config cfg = small_config(10, 0);
   cfg.max_connecting = 2;
