@@ -87,13 +87,27 @@ class token_source {
       : m_request(std::move(request)), m_creds(std::move(creds)), m_cache(cache) {}
   std::string next() {
     const auto now = system_clock::now();
-    if (!m_cache) return generate_token(m_request, m_creds->get(), now);
+    if (!m_cache) {
+      std::string token = generate_token(m_request, m_creds->get(), now);
+      std::lock_guard<std::mutex> lk(m_mu);
+      m_last_sent_made_at = now;
+      return token;
+    }
     std::lock_guard<std::mutex> lk(m_mu);  // guards the cached token; held across one signing
     if (m_token.empty() || now >= m_reuse_until) {
       m_token = generate_token(m_request, m_creds->get(), now);
+      m_made_at = now;
       m_reuse_until = now + std::chrono::duration_cast<system_clock::duration>(m_request.expires * 8 / 10);
     }
+    m_last_sent_made_at = m_made_at;
     return m_token;
+  }
+  /// Age of the token most recently handed to a connect, for error hints ("" if none yet).
+  std::string last_token_age() {
+    std::lock_guard<std::mutex> lk(m_mu);
+    if (m_last_sent_made_at == system_clock::time_point{}) return "";
+    const auto age = std::chrono::duration_cast<std::chrono::seconds>(system_clock::now() - m_last_sent_made_at);
+    return "; the last token sent was made " + std::to_string(age.count()) + " s ago";
   }
 
  private:
@@ -101,8 +115,10 @@ class token_source {
   const std::shared_ptr<aws::credentials_provider> m_creds;
   const bool m_cache;
   std::mutex m_mu;
-  std::string m_token;
-  system_clock::time_point m_reuse_until{};
+  std::string m_token;                              // guarded by m_mu
+  system_clock::time_point m_made_at{};             // guarded by m_mu
+  system_clock::time_point m_reuse_until{};         // guarded by m_mu
+  system_clock::time_point m_last_sent_made_at{};   // guarded by m_mu
 };
 
 std::string resolve_region(const config& cfg, const std::string& host) {
@@ -243,13 +259,13 @@ pool_config make_pool_config(const config& cfg, int libpq_version) {
   std::string facts = "; signing region " + region + (host_region && *host_region != region ? " but the endpoint is in " + *host_region : "") +
                       ", user " + cfg.user + " (action " + (admin ? "DbConnectAdmin" : "DbConnect") + "), token lifetime " +
                       std::to_string(cfg.token_duration.count()) + " s" + (cfg.token_cache ? " (token cache on)" : "");
-  out.error_hint = [user_hint = cfg.pool.error_hint, facts](const std::string& message) {
+  out.error_hint = [user_hint = cfg.pool.error_hint, facts, tokens](const std::string& message) {
     if (user_hint) {
       std::string h = user_hint(message);
       if (!h.empty()) return h;
     }
     std::string h = hint_for(message);
-    if (!h.empty() && contains_nocase(message, "access denied")) h += facts;
+    if (!h.empty() && contains_nocase(message, "access denied")) h += facts + tokens->last_token_age();
     return h;
   };
   out.validate();
