@@ -11,8 +11,8 @@ PACKAGES=(
     build-essential cmake ninja-build pkg-config
     libpqxx-dev libpq-dev postgresql-15 postgresql-client-15 openssl
     libgtest-dev libgmock-dev googletest libbenchmark-dev
-    libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev
-    python3 python3-botocore
+    libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev libcurl4-openssl-dev
+    python3 python3-botocore prometheus
 )
 PACKAGES+=("$@")
 

@@ -37,47 +37,15 @@ std::string env_or_empty(const char* name) {
   return v != nullptr ? v : "";
 }
 
-// Credentials are fetched on the connect threads only (never on the acquire path) and kept until
-// 5 minutes before they expire, or for 5 minutes when they carry no expiry (so an edited
-// credentials file is picked up).
-class cached_provider final : public aws::credentials_provider {
- public:
-  explicit cached_provider(std::shared_ptr<aws::credentials_provider> inner) : m_inner(std::move(inner)) {}
-  aws::credentials get() override {
-    std::lock_guard<std::mutex> lk(m_mu);  // guards m_cached/m_fetched_at; held across one fetch
-    const auto now = system_clock::now();
-    const bool fresh = m_cached && (m_cached->expiration ? now + std::chrono::minutes(5) < *m_cached->expiration
-                                                         : now < m_fetched_at + std::chrono::minutes(5));
-    if (!fresh) {
-      m_cached = m_inner->get();
-      m_fetched_at = now;
-    }
-    return *m_cached;
-  }
-  std::string name() const override { return m_inner->name(); }
-
- private:
-  std::shared_ptr<aws::credentials_provider> m_inner;
-  std::mutex m_mu;
-  std::optional<aws::credentials> m_cached;
-  system_clock::time_point m_fetched_at{};
-};
-
-// The environment when it has keys, else the shared files' default profile chain.
-class default_chain final : public aws::credentials_provider {
- public:
-  aws::credentials get() override {
-    if (aws::environment_credentials::present()) return aws::environment_credentials{}.get();
-    return aws::profile_credentials{}.get();
-  }
-  std::string name() const override { return "environment, then shared credentials/config files"; }
-};
-
-std::shared_ptr<aws::credentials_provider> provider_for(const config& cfg) {
-  std::shared_ptr<aws::credentials_provider> inner = cfg.credentials;
-  if (!inner && !cfg.profile.empty()) inner = std::make_shared<aws::profile_credentials>(cfg.profile);
-  if (!inner) inner = std::make_shared<default_chain>();
-  return std::make_shared<cached_provider>(std::move(inner));
+// cfg.credentials, else the default chain (cfg.profile, when given, drops the environment keys),
+// cached until 5 minutes before the credentials expire. get() runs only in before_connect, i.e. on
+// the pool's connect threads, never on the acquire path.
+std::shared_ptr<aws::credentials_provider> provider_for(const config& cfg, const std::string& region) {
+  aws::chain_options options;
+  options.provider = cfg.credentials;
+  options.profile = cfg.profile;
+  options.region = region;  // STS for web identity: the cluster's region
+  return std::make_shared<aws::caching_provider>(aws::default_credentials_chain(std::move(options)));
 }
 
 // Makes the token for each connect; with token_cache, reuses one until 80% of its lifetime.
@@ -248,7 +216,7 @@ pool_config make_pool_config(const config& cfg, int libpq_version) {
   if (out.params.count("application_name") == 0) out.params["application_name"] = std::string("pqxxpool-dsql/") + version;
 
   auto tokens = std::make_shared<token_source>(token_request{host, region, cfg.user, cfg.token_duration},
-                                               provider_for(cfg), cfg.token_cache);
+                                               provider_for(cfg, region), cfg.token_cache);
   out.before_connect = [user_hook = cfg.pool.before_connect, tokens](connect_params& p) {
     if (user_hook) user_hook(p);
     p.set("password", tokens->next());

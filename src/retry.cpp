@@ -39,9 +39,10 @@ verdict classify(const std::exception_ptr& error, bool idempotent) {
   } catch (const pqxx::serialization_failure& e) {
     return mentions(e.what(), "OC001") ? verdict::retry_and_discard : verdict::retry;
   } catch (const pqxx::sql_error& e) {
-    if (mentions(e.what(), "OC001")) return verdict::retry_and_discard;
-    if (e.sqlstate() == "40001" || mentions(e.what(), "OC000")) return verdict::retry;
-    return verdict::rethrow;
+    // Only a serialization failure is retried; the OC codes are read from its message, never
+    // from other errors (whose DETAIL may quote data such as a key "OC001").
+    if (e.sqlstate() != "40001") return verdict::rethrow;
+    return mentions(e.what(), "OC001") ? verdict::retry_and_discard : verdict::retry;
   } catch (...) {
     return verdict::rethrow;
   }

@@ -39,10 +39,14 @@ struct config {
   std::string database = "postgres";
   /// The cluster's port. Default 5432.
   std::uint16_t port = 5432;
-  /// AWS profile for credentials. Default "": environment keys, else the default profile chain
-  /// (AWS_DEFAULT_PROFILE, AWS_PROFILE, "default"). A profile given here skips the environment.
+  /// AWS profile for credentials. Default "": aws::default_credentials_chain — environment keys,
+  /// web identity, the profile from AWS_DEFAULT_PROFILE / AWS_PROFILE / "default" (keys,
+  /// credential_process), the container endpoint, EC2 instance metadata. A profile given here
+  /// skips the environment keys (as botocore with an explicit profile).
   std::string profile;
-  /// Credentials source that overrides profile and environment. Default: none.
+  /// Credentials source that overrides profile and the chain. Default: none. Either way the
+  /// credentials are cached (aws::caching_provider) until 5 minutes before they expire, and
+  /// fetched only on the pool's connect threads.
   std::shared_ptr<aws::credentials_provider> credentials;
   /// Lifetime of each token. Default 900 s; allowed 1 … 604800 s.
   std::chrono::seconds token_duration{900};

@@ -6,6 +6,7 @@
 #include "pqxxpool/config.hpp"
 #include "pqxxpool/dsql_pool.hpp"
 #include "pqxxpool/errors.hpp"
+#include "pqxxpool/metrics.hpp"
 #include "pqxxpool/pool.hpp"
 #include "pqxxpool/retry.hpp"
 #include "pqxxpool/stats.hpp"

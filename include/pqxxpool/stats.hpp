@@ -54,6 +54,9 @@ struct error_info {
 /// Gauges describe the instant of the snapshot; counters only grow over the pool's life.
 /// Every physical connection is in exactly one state: total == idle + in_use + connecting.
 struct pool_stats {
+  /// pool_config::name, or "default" when that is empty: tells pools apart in exports.
+  std::string name;
+
   // --- gauges -------------------------------------------------------------------------
   std::size_t total = 0;       ///< idle + in_use + connecting; never above max_size
   std::size_t idle = 0;        ///< open connections ready to hand out

@@ -11,17 +11,32 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <pwd.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include "aws/ascii.hpp"
+#include "aws/credential_sources.hpp"
 #include "pqxxpool/errors.hpp"
 
 namespace pqxxpool::aws {
 
+namespace detail {
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+bool env_true(const char* name) { return ascii_lowercase(env(name)) == "true"; }
+
+}  // namespace detail
+
 namespace {
+
+using detail::env;
 
 // Not one of these messages may quote a file's contents or an environment variable's value: any
 // of them may be a secret. Paths, profile names, key names and line numbers only.
@@ -30,12 +45,6 @@ constexpr const char* access_key_key = "aws_access_key_id";
 constexpr const char* secret_key_key = "aws_secret_access_key";
 constexpr const char* session_token_key = "aws_session_token";
 constexpr const char* security_token_key = "aws_security_token";  // botocore's older name
-
-/// The value of an environment variable, or "" when it is unset.
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? v : "";
-}
 
 std::string home_directory() {
   if (std::string h = env("HOME"); !h.empty()) return h;
@@ -255,6 +264,11 @@ credentials environment_credentials::get() {
   if (c.secret_access_key.empty()) throw token_error(name(), "AWS_SECRET_ACCESS_KEY is not set (AWS_ACCESS_KEY_ID is)");
   c.session_token = env("AWS_SESSION_TOKEN");
   if (c.session_token.empty()) c.session_token = env("AWS_SECURITY_TOKEN");
+  if (const std::string expiration = env("AWS_CREDENTIAL_EXPIRATION"); !expiration.empty()) {
+    c.expiration = detail::parse_iso8601(expiration);
+    if (!c.expiration)
+      throw token_error(name(), "AWS_CREDENTIAL_EXPIRATION is not an ISO 8601 time (e.g. 2024-05-01T12:00:00Z)");
+  }
   return c;
 }
 
@@ -262,46 +276,107 @@ std::string environment_credentials::name() const { return "environment"; }
 
 // --- profile_credentials -------------------------------------------------------------------------
 
-profile_credentials::profile_credentials(std::string profile) : m_profile(std::move(profile)) {}
+profile_credentials::profile_credentials(std::string profile, std::string region)
+    : m_profile(std::move(profile)), m_region(std::move(region)) {}
 
 std::string profile_credentials::name() const { return quoted_profile(resolve_profile_name(m_profile)); }
 
-credentials profile_credentials::get() {
-  const std::string profile = resolve_profile_name(m_profile);
+credentials profile_credentials::get() { return *detail::profile_sources(m_profile, m_region, nullptr); }
+
+namespace detail {
+
+std::optional<credentials> profile_sources(const std::string& given_profile, const std::string& region,
+                                           std::vector<std::string>* tried) {
+  const bool chain = tried != nullptr;
+  const std::string profile = resolve_profile_name(given_profile);
   const std::string source = quoted_profile(profile);
   const ini_file creds_file = read_ini(aws_file_path("AWS_SHARED_CREDENTIALS_FILE", "credentials"), source);
   const ini_file config_file = read_ini(aws_file_path("AWS_CONFIG_FILE", "config"), source);
 
   const std::optional<ini_section> from_creds = creds_file.section(profile);
   const std::optional<ini_section> from_config = config_profile(config_file, profile);
-  if (!from_creds && !from_config) {
-    auto where = [](const ini_file& f) { return f.path + (f.exists ? "" : " (no such file)"); };
+  auto where = [](const ini_file& f) { return f.path + (f.exists ? "" : " (no such file)"); };
+  if (!chain && !from_creds && !from_config)
     throw token_error(source, "not found in " + where(creds_file) + " or " + where(config_file));
-  }
 
   // botocore's order within a profile, with the rules by which each of its providers claims the
-  // profile: assume-role with web identity (role_arn and web_identity_token_file), assume-role
-  // (role_arn), SSO (sso_role_name or sso_account_id) — these read both files merged, the
-  // credentials file winning —, keys from the credentials file, credential_process (merged), keys
-  // from the config file.
+  // profile: assume-role (role_arn without web_identity_token_file), assume-role with web identity
+  // (web_identity_token_file; in the chain also AWS_WEB_IDENTITY_TOKEN_FILE), SSO (sso_role_name
+  // or sso_account_id) — these read both files merged, the credentials file winning —, keys from
+  // the credentials file, credential_process (merged), keys from the config file.
   ini_section merged = from_config.value_or(ini_section{});
   if (from_creds)
     for (const auto& [k, v] : *from_creds) merged[k] = v;
-  const bool web_identity = has(merged, "web_identity_token_file");
-  if (has(merged, "role_arn"))
-    unsupported(source, web_identity ? "web identity (role_arn with web_identity_token_file)"
-                                     : "assume-role (role_arn/source_profile)");
+  auto merged_value = [&](const char* key) {
+    const auto it = merged.find(key);
+    return it == merged.end() ? std::string() : std::string(trim(it->second));
+  };
+
+  if (has(merged, "role_arn") && !has(merged, "web_identity_token_file"))
+    unsupported(source, "assume-role (role_arn with source_profile or credential_source)");
+
+  web_identity_settings web;
+  web.configured_by = "the environment";
+  if (chain) web.token_file = env("AWS_WEB_IDENTITY_TOKEN_FILE");
+  if (web.token_file.empty()) {
+    web.token_file = merged_value("web_identity_token_file");
+    web.configured_by = source;
+  }
+  if (!web.token_file.empty()) {
+    if (chain) web.role_arn = env("AWS_ROLE_ARN");
+    if (web.role_arn.empty()) web.role_arn = merged_value("role_arn");
+    if (web.role_arn.empty())
+      throw token_error("web identity", "a web identity token file is configured by " + web.configured_by +
+                                            " but no role: set " + (chain ? "AWS_ROLE_ARN or " : "") + "role_arn in " +
+                                            source);
+    if (chain) web.session_name = env("AWS_ROLE_SESSION_NAME");
+    if (web.session_name.empty()) web.session_name = merged_value("role_session_name");
+    web.region = region;
+    if (web.region.empty()) web.region = env("AWS_REGION");
+    if (web.region.empty()) web.region = env("AWS_DEFAULT_REGION");
+    if (web.region.empty()) web.region = merged_value("region");
+    return web_identity_credentials(web);
+  }
+  if (chain)
+    tried->push_back("web identity: AWS_WEB_IDENTITY_TOKEN_FILE is not set and " + source +
+                     " has no web_identity_token_file");
+
   const auto sso_key =
       std::find_if(merged.begin(), merged.end(), [](const auto& kv) { return kv.first.compare(0, 4, "sso_") == 0; });
   if (has(merged, "sso_role_name") || has(merged, "sso_account_id")) unsupported(source, "SSO (sso_*)");
   if (from_creds && has(*from_creds, access_key_key)) return credentials_from(*from_creds, creds_file.path, source);
-  if (has(merged, "credential_process")) unsupported(source, "credential_process");
+  if (const auto it = merged.find("credential_process"); it != merged.end()) {
+    const std::string process_source = "credential_process (" + source + ")";
+    if (trim(it->second).empty()) throw token_error(process_source, "the command is empty");
+    return process_credentials(std::string(trim(it->second)), process_source);
+  }
   if (from_config && has(*from_config, access_key_key)) return credentials_from(*from_config, config_file.path, source);
-  // No keys: name what the profile seems meant for, even where botocore would not use it.
-  if (sso_key != merged.end()) unsupported(source, "SSO (" + sso_key->first + ")");
-  if (web_identity) unsupported(source, "web identity (web_identity_token_file)");
-  throw token_error(source,
-                    std::string("has no ") + access_key_key + " in " + creds_file.path + " or " + config_file.path);
+
+  if (!chain) {
+    // No keys: name what the profile seems meant for, even where botocore would not use it.
+    if (sso_key != merged.end()) unsupported(source, "SSO (" + sso_key->first + ")");
+    throw token_error(source,
+                      std::string("has no ") + access_key_key + " in " + creds_file.path + " or " + config_file.path);
+  }
+  // As botocore (ProfileNotFound): a profile asked for by name must exist; only "default" may be
+  // missing, and then the container and instance metadata sources still run.
+  const bool named = !given_profile.empty() || !env("AWS_DEFAULT_PROFILE").empty() || !env("AWS_PROFILE").empty();
+  if (!from_creds && !from_config && named && profile != "default")
+    throw token_error(source, "not found in " + where(creds_file) + " or " + where(config_file));
+  auto file_note = [&](const char* what, const ini_file& f, bool section) {
+    std::string note = std::string(what) + " " + f.path + ": ";
+    if (!f.exists) return note + "no such file";
+    if (!section) return note + "no " + source;
+    return note + source + " has no " + access_key_key;
+  };
+  tried->push_back(file_note("shared credentials file", creds_file, from_creds.has_value()));
+  tried->push_back("credential_process: " + source + " has none");
+  tried->push_back(file_note("config file", config_file, from_config.has_value()));
+  if (sso_key != merged.end())
+    tried->push_back("SSO: " + source + " has " + sso_key->first + ", but SSO is not supported");
+  return std::nullopt;
 }
+
+}  // namespace detail
 
 }  // namespace pqxxpool::aws

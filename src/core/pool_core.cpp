@@ -30,7 +30,9 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
   // Reserved once so that the hot path (idle push/pop) and publishing never allocate.
   m_slots.reserve(m_cfg.max_size);
   m_idle.reserve(m_cfg.max_size);
+  m_reset_queue.reserve(m_cfg.max_size);
   m_backoff = m_cfg.connect_backoff_initial;
+  m_stats.name = m_cfg.name.empty() ? "default" : m_cfg.name;
   m_stats.max_size = m_cfg.max_size;
   m_stats.min_idle = m_cfg.min_idle;
   try {
@@ -67,7 +69,7 @@ bool pool_core::connect_needed_locked() const noexcept {
   // Connections wanted: one per waiter, the min_idle deficit, and replacements for connections
   // about to expire. Idle connections already cover part of the first two.
   const std::size_t wanted = m_waiting + m_cfg.min_idle;
-  const std::size_t have = m_idle.size();
+  const std::size_t have = m_idle.size() + m_pinging;  // being pinged: idle in all but name
   const std::size_t need = (wanted > have ? wanted - have : 0) + m_replacements_wanted;
   return need > m_connecting;
 }
@@ -96,7 +98,7 @@ std::unique_ptr<physical> pool_core::remove_slot_locked(slot* s, close_reason wh
     case close_reason::evicted: ++m_stats.evicted; break;
     case close_reason::closed: break;
   }
-  if (s->replacement_requested && m_replacements_wanted > 0) --m_replacements_wanted;
+  if (s->replacement_requested && !s->replacement_made && m_replacements_wanted > 0) --m_replacements_wanted;
   std::unique_ptr<physical> conn = std::move(s->conn);
   // Swap-remove from m_slots; the slot object dies here (its connection lives on in `conn`
   // until the caller drops it outside the lock).
@@ -124,6 +126,7 @@ slot* pool_core::pop_usable_idle_locked(time_point coarse_now, std::vector<std::
 }
 
 void pool_core::enqueue_locked(waiter& w) noexcept {
+  w.queued = true;
   w.prev = m_wait_tail;
   w.next = nullptr;
   if (m_wait_tail != nullptr)
@@ -144,6 +147,7 @@ void pool_core::dequeue_locked(waiter& w) noexcept {
   else
     m_wait_tail = w.prev;
   w.prev = w.next = nullptr;
+  w.queued = false;
   --m_waiting;
 }
 
@@ -175,6 +179,8 @@ std::unique_ptr<physical> pool_core::put_back_locked(slot* s, time_point now) no
     dequeue_locked(*w);
     w->handed = s;
     w->cv.notify_one();
+    // It may have been woken to take an idle connection: that wake-up must not be lost.
+    if (w->woken) wake_idle_competitor_locked();
     return nullptr;
   }
   s->fresh = false;
@@ -230,14 +236,19 @@ lease pool_core::acquire(std::chrono::milliseconds timeout) {
       if (s == nullptr) {
         if (!deadline) deadline = m_clock->now() + timeout;
         s = wait_for_slot(lk, *deadline, doomed);
+        validate = needs_validation(*s, m_clock->coarse_now());  // time passed while waiting
+      } else {
+        validate = needs_validation(*s, coarse_now);
       }
-      validate = needs_validation(*s, coarse_now);
     }
     doomed.clear();
     if (!validate) return lease(this, s);
-    if (validate_and_keep(s, deadline)) return lease(this, s);
-    // The connection failed validation and was closed; try again within the same deadline.
+    // The round trip counts against the caller's deadline; acquire(0) ("do not wait for a
+    // connection to come free") still allows one validation round trip, like try_acquire().
     if (!deadline) deadline = m_clock->now() + timeout;
+    if (validate_and_keep(s, timeout.count() > 0 ? deadline : std::nullopt)) return lease(this, s);
+    // The connection failed validation and was closed (or retired meanwhile): try again within
+    // the same deadline.
   }
 }
 
@@ -264,16 +275,35 @@ lease pool_core::try_acquire() {
 bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline) {
   // Runs on the caller's thread, outside the lock, within the caller's deadline.
   const time_point now = m_clock->now();
-  time_point vdeadline = now + m_cfg.validation_timeout;
-  if (deadline) vdeadline = std::min(vdeadline, std::max(*deadline, now));
-  const bool ok = s->conn->validate(vdeadline);
   std::unique_ptr<physical> doomed;
+  if (deadline && *deadline <= now) {
+    // No time left for a round trip: the connection is not known to be bad, so it goes back
+    // untouched (the maintenance thread pings it later) and the caller times out.
+    std::unique_lock<std::mutex> lk(m_mu);
+    --m_stats.acquires;
+    doomed = put_back_locked(s, m_clock->coarse_now());
+    ++m_stats.acquire_timeouts;
+    pool_stats snapshot = snapshot_locked();
+    lk.unlock();
+    doomed.reset();
+    throw acquire_timeout_error(std::chrono::milliseconds(0), std::move(snapshot));
+  }
+  time_point vdeadline = now + m_cfg.validation_timeout;
+  if (deadline) vdeadline = std::min(vdeadline, *deadline);
+  const bool ok = s->conn->validate(vdeadline);
   std::lock_guard<std::mutex> lk(m_mu);  // declared after doomed: unlocked before it closes
-  if (ok) {
-    s->last_alive_at = m_clock->coarse_now();
+  const time_point coarse_now = m_clock->coarse_now();
+  if (ok && !m_closed && !is_retired_locked(*s, coarse_now)) {
+    s->last_alive_at = coarse_now;
     return true;
   }
   --m_stats.acquires;  // counted when the slot was taken; this hand-out did not happen
+  if (ok) {
+    // close(), evict_all() or its expiry came while the round trip ran.
+    doomed = put_back_locked(s, coarse_now);
+    if (m_closed) throw pool_closed();  // doomed closes after the lock is released
+    return false;
+  }
   doomed = remove_slot_locked(s, close_reason::validation_failed);
   return false;
 }
@@ -294,20 +324,30 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
   waiter w;
   w.enqueued_at = start;
   enqueue_locked(w);
+  // Whatever leaves this function by an exception (bad_alloc included) must not leave the node,
+  // which lives on this stack, linked into the queue.
+  struct unlink_on_unwind {
+    pool_core& core;
+    waiter& node;
+    ~unlink_on_unwind() {
+      if (node.queued) core.dequeue_locked(node);
+    }
+  } guard{*this, w};
   if (connect_needed_locked()) wake_connectors_locked();
   slot* s = nullptr;
   bool from_connect = false;
   for (;;) {
     if (w.handed != nullptr) {  // a hand-off dequeued us already
       s = w.handed;
+      if (m_closed) {  // handed just before close(): not handed out after it
+        doomed.push_back(remove_slot_locked(s, close_reason::closed));
+        throw pool_closed();
+      }
       from_connect = s->fresh;
       s->fresh = false;
       break;
     }
-    if (m_closed) {
-      dequeue_locked(w);
-      throw pool_closed();
-    }
+    if (m_closed) throw pool_closed();  // the guard unlinks w
     if (w.woken) {
       w.woken = false;
       s = pop_usable_idle_locked(m_clock->coarse_now(), doomed);
@@ -319,7 +359,7 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
     }
     const time_point now = m_clock->now();
     if (now >= deadline) {
-      dequeue_locked(w);
+      dequeue_locked(w);  // before the snapshot, so it does not count itself as waiting
       ++m_stats.acquire_timeouts;
       if (connect_needed_locked()) wake_connectors_locked();
       throw acquire_timeout_error(std::chrono::duration_cast<std::chrono::milliseconds>(now - w.enqueued_at),
@@ -515,7 +555,16 @@ void pool_core::connect_loop() {
         slot* raw = s.get();
         m_slots.push_back(std::move(s));  // capacity reserved: no allocation
         ++m_in_use;
-        if (m_replacements_wanted > 0) --m_replacements_wanted;
+        if (m_replacements_wanted > 0) {
+          // This connection replaces one that asked for a replacement ahead of its expiry.
+          for (const auto& other : m_slots) {
+            if (other->replacement_requested && !other->replacement_made) {
+              other->replacement_made = true;
+              --m_replacements_wanted;
+              break;
+            }
+          }
+        }
         doomed = put_back_locked(raw, raw->created_at);
         m_maint_cv.notify_one();  // its expiry may be the next deadline
       }
@@ -589,12 +638,16 @@ time_point pool_core::maintenance_sweep_locked(time_point now, std::vector<std::
 
 void pool_core::maintenance_loop() {
   std::unique_lock<std::mutex> lk(m_mu);
+  std::vector<slot*> resets;  // reserved once: m_reset_queue never holds more than max_size
+  resets.reserve(m_cfg.max_size);
+  std::vector<slot*> to_ping;
+  to_ping.reserve(m_cfg.max_size);
+  std::vector<std::unique_ptr<physical>> doomed;
+  doomed.reserve(m_cfg.max_size);
   for (;;) {
-    std::vector<std::unique_ptr<physical>> doomed;
-    std::vector<slot*> resets;
-    std::vector<slot*> to_ping;
-    doomed.swap(m_close_queue);
-    resets.swap(m_reset_queue);
+    resets.assign(m_reset_queue.begin(), m_reset_queue.end());
+    m_reset_queue.clear();  // keeps its capacity: give_back never allocates under the lock
+    to_ping.clear();
     if (m_closed) {
       for (slot* s : resets) doomed.push_back(remove_slot_locked(s, close_reason::closed));
       lk.unlock();
@@ -602,6 +655,7 @@ void pool_core::maintenance_loop() {
     }
     const time_point now = m_clock->now();
     const time_point next = maintenance_sweep_locked(now, doomed, to_ping);
+    m_pinging = to_ping.size();
     if (doomed.empty() && resets.empty() && to_ping.empty()) {
       m_maint_wake = next;
       m_clock->wait_until(m_maint_cv, lk, next);
@@ -610,10 +664,12 @@ void pool_core::maintenance_loop() {
     }
     lk.unlock();
     doomed.clear();
-    // Rollbacks/resets and pings run here, outside the lock, one connection at a time.
-    auto settle = [&](slot* s, bool ok, close_reason why) {
+    // Pings first (those connections are idle ones callers may want), then rollbacks/resets,
+    // one connection at a time, outside the lock. close() stops the batch between items.
+    auto settle = [&](slot* s, bool ok, close_reason why, bool pinged) {
       std::unique_ptr<physical> gone;
       lk.lock();
+      if (pinged) --m_pinging;
       if (ok) {
         s->last_alive_at = m_clock->coarse_now();
         gone = put_back_locked(s, s->last_alive_at);  // closes it instead if retired meanwhile
@@ -622,10 +678,18 @@ void pool_core::maintenance_loop() {
       }
       lk.unlock();
     };
-    for (slot* s : resets)
-      settle(s, s->conn->reset(m_clock->now() + m_cfg.validation_timeout, m_cfg.reset), close_reason::broken);
-    for (slot* s : to_ping)
-      settle(s, s->conn->validate(m_clock->now() + m_cfg.validation_timeout), close_reason::validation_failed);
+    auto closing = [&] {
+      std::lock_guard<std::mutex> g(m_mu);
+      return m_closed;
+    };
+    for (slot* s : to_ping) {
+      const bool ok = !closing() && s->conn->validate(m_clock->now() + m_cfg.validation_timeout);
+      settle(s, ok, close_reason::validation_failed, true);
+    }
+    for (slot* s : resets) {
+      const bool ok = !closing() && s->conn->reset(m_clock->now() + m_cfg.validation_timeout, m_cfg.reset);
+      settle(s, ok, close_reason::broken, false);
+    }
     lk.lock();
   }
 }

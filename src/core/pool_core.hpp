@@ -41,7 +41,8 @@ struct slot {
   time_point last_alive_at{};  // last return or successful round trip: drives validation and pings
   std::uint64_t generation = 0;
   std::size_t index = 0;           // position in pool_core::m_slots, for O(1) removal
-  bool replacement_requested = false;
+  bool replacement_requested = false;  // within the expiry lead: a replacement was asked for
+  bool replacement_made = false;       // ... and a new connection was published for it
   bool fresh = false;              // published by a connect and not yet handed out
 };
 
@@ -51,6 +52,7 @@ struct waiter {
   slot* handed = nullptr;      // set by a hand-off; the waiter owns the slot from then on
   time_point enqueued_at{};
   bool woken = false;          // woken to compete for an idle connection (within the window)
+  bool queued = false;         // linked into the queue
   waiter* prev = nullptr;
   waiter* next = nullptr;
 };
@@ -136,11 +138,11 @@ class pool_core {
   bool m_closed = false;
   bool m_orphaned = false;  // the pool object is gone; the last lease deletes this
   std::size_t m_replacements_wanted = 0;
+  std::size_t m_pinging = 0;  // idle connections taken out for a health ping
   time_point m_next_connect_at{};  // backoff: no connect starts before this
   time_point m_next_rate_at{};     // max_connect_rate: no connect starts before this
   duration m_backoff{};
   std::mt19937_64 m_rng;
-  std::vector<std::unique_ptr<physical>> m_close_queue;  // closed by the maintenance thread
   std::vector<slot*> m_reset_queue;                      // in use; rolled back by maintenance
   pool_stats m_stats;  // counters, histogram, last error (gauges filled in by snapshot_locked)
   std::condition_variable m_connect_cv;  // connect workers wait here

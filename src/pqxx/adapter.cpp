@@ -65,36 +65,16 @@ std::string_view trim(std::string_view text) noexcept {
 }
 
 // libpq's messages about an unparsable conninfo quote pieces of the input, which may be (part of)
-// a password. Every quoted fragment becomes "…". The pairing of quotes is trusted only when each
-// opening quote starts a word and each closing quote ends one; otherwise the input itself
-// contained a quote and pairing could expose text between two fragments, so everything from the
-// first quote on is dropped.
+// a password, so quoted text is elided.
 std::string elide_quoted(std::string_view text) {
-  std::vector<std::size_t> quotes;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '"') quotes.push_back(i);
-  }
-  bool well_formed = quotes.size() % 2 == 0;
-  for (std::size_t k = 0; well_formed && k < quotes.size(); k += 2) {
-    const std::size_t open = quotes[k];
-    const std::size_t close = quotes[k + 1];
-    const bool opens_word = open == 0 || is_space(text[open - 1]) || text[open - 1] == '(';
-    const bool closes_word = close + 1 == text.size() || is_space(text[close + 1]) ||
-                             std::string_view{",.:;)"}.find(text[close + 1]) != std::string_view::npos;
-    well_formed = opens_word && closes_word;
-  }
-
-  std::string out;
-  if (!well_formed) {
-    out.append(text.substr(0, quotes.front())).append("\"").append(ellipsis).append("\"");
-    return out;
-  }
-  std::size_t done = 0;
-  for (std::size_t k = 0; k < quotes.size(); k += 2) {
-    out.append(text.substr(done, quotes[k] + 1 - done)).append(ellipsis);
-    done = quotes[k + 1];
-  }
-  out.append(text.substr(done));
+  // Everything from the first quote to the last goes: pairing quotes cannot be trusted when the
+  // input itself contains quotes (a URI password like a" b "c would expose " b ").
+  const std::size_t first = text.find('"');
+  if (first == std::string_view::npos) return std::string(text);
+  const std::size_t last = text.rfind('"');
+  std::string out(text.substr(0, first));
+  out.append("\"").append(ellipsis).append("\"");
+  if (last != first) out.append(text.substr(last + 1));
   return out;
 }
 
@@ -355,16 +335,17 @@ class pqxx_connector final : public core::connector {
     connect_params params = m_base;
     // Scrubs both passwords: the hook may have replaced the base one, even if it then threw.
     const auto fail = [this, &params](const std::string& message, std::string sqlstate = {}) {
-      std::string text = message;
+      const std::vector<std::string> secrets{password_of(m_base), password_of(params)};
+      std::string text = scrub(message, secrets);  // the hint sees only the scrubbed text
       if (m_error_hint) {
         try {
-          const std::string hint = m_error_hint(message);
-          if (!hint.empty()) text += "\nhint: " + hint;
+          const std::string hint = m_error_hint(text);
+          if (!hint.empty()) text += "\nhint: " + scrub(hint, secrets);
         } catch (...) {
           // A failing hint must not hide the error itself.
         }
       }
-      return connect_error{scrub(text, {password_of(m_base), password_of(params)}), std::move(sqlstate)};
+      return connect_error{std::move(text), std::move(sqlstate)};
     };
 
     if (m_before_connect) {
@@ -423,7 +404,11 @@ class pqxx_connector final : public core::connector {
         throw fail("after_connect hook failed: " + exception_text(std::current_exception()));
       }
     }
-    return std::make_unique<pooled_physical>(std::move(user));
+    auto physical = std::make_unique<pooled_physical>(std::move(user));
+    // A hook that left a transaction open (or lost the connection) must not hand it out dirty.
+    if (physical->check_return() != core::return_state::clean)
+      throw fail("after_connect hook left the connection inside a transaction or broken");
+    return physical;
   }
 
  private:

@@ -8,6 +8,7 @@
 
 #include "pqxxpool/dsql_pool.hpp"
 #include "pqxxpool/errors.hpp"
+#include "scoped_env.hpp"
 
 namespace pqxxpool::test {
 namespace {
@@ -31,25 +32,6 @@ std::string field_of(const dsql::config& cfg) {
   }
   return "";
 }
-
-/// Restores an environment variable when the test ends.
-struct scoped_env {
-  std::string name;
-  std::optional<std::string> old;
-  scoped_env(const char* n, const char* value) : name(n) {
-    if (const char* v = std::getenv(n)) old = v;
-    if (value != nullptr)
-      setenv(n, value, 1);
-    else
-      unsetenv(n);
-  }
-  ~scoped_env() {
-    if (old)
-      setenv(name.c_str(), old->c_str(), 1);
-    else
-      unsetenv(name.c_str());
-  }
-};
 
 TEST(dsql_pool_config, endpoint_gives_tls_parameters_and_region) {
   const pool_config p = dsql::make_pool_config(base_config(), 150018);

@@ -95,6 +95,7 @@ struct fake_state {
   std::atomic<bool> validate_ok{true};
   std::atomic<int> validations{0};
   std::atomic<int> resets{0};
+  std::atomic<bool> closed{false};  // the pool closed (destroyed) this connection
   int id = 0;
 };
 
@@ -105,7 +106,10 @@ class fake_physical final : public core::physical {
   fake_physical(std::shared_ptr<fake_state> st, std::atomic<int>& live) : m_state(std::move(st)), m_live(live) {
     ++m_live;
   }
-  ~fake_physical() override { --m_live; }
+  ~fake_physical() override {
+    m_state->closed = true;
+    --m_live;
+  }
   core::return_state check_return() noexcept override {
     if (m_state->broken) return core::return_state::broken;
     return m_state->dirty ? core::return_state::dirty : core::return_state::clean;
@@ -143,6 +147,7 @@ class fake_connector final : public core::connector {
     if (fail) throw connect_error(fail_message, fail_sqlstate);
     auto st = std::make_shared<fake_state>();
     st->id = ++m_next_id;
+    states.push_back(st);
     return std::make_unique<fake_physical>(st, live);
   }
 
@@ -158,6 +163,11 @@ class fake_connector final : public core::connector {
   int in_flight() {
     std::lock_guard<std::mutex> g(m_mu);
     return m_in_flight;
+  }
+  /// Switches of every connection made so far.
+  std::vector<std::shared_ptr<fake_state>> made() {
+    std::lock_guard<std::mutex> g(m_mu);
+    return states;
   }
   std::vector<time_point> attempts_so_far() {
     std::lock_guard<std::mutex> g(m_mu);
@@ -185,6 +195,7 @@ class fake_connector final : public core::connector {
   bool fail = false;
   std::string fail_message, fail_sqlstate;
   std::vector<time_point> attempt_times;
+  std::vector<std::shared_ptr<fake_state>> states;  // guarded by m_mu
 };
 
 /// Waits (bounded by 20 s of real time) until pred() holds; the bound only turns a hang into a

@@ -326,16 +326,52 @@ TEST(pool_core, stale_idle_connection_is_validated_and_replaced_when_dead) {
   EXPECT_EQ(p.stats().closed_validation_failed, 1u);
 }
 
+TEST(pool_core, acquire_zero_still_validates_a_stale_connection_instead_of_dropping_it) {
+  pool_config cfg = small_config(1, 1);
+  cfg.validate_after_idle = 1s;
+  cfg.health_check_period = 0ms;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  p.clock->advance(2s);
+  lease l = p.core->acquire(0ms);
+  ASSERT_TRUE(l);
+  EXPECT_EQ(state_of(l).validations.load(), 1);
+  EXPECT_EQ(p.stats().closed_validation_failed, 0u);
+}
+
+TEST(pool_core, health_pings_do_not_open_extra_connections) {
+  pool_config cfg = small_config(4, 2);
+  cfg.health_check_period = 60s;
+  cfg.idle_timeout = 0ms;
+  cfg.max_lifetime = 0ms;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+  p.clock->advance(61s);
+  // Both idle connections get pinged and come back.
+  ASSERT_TRUE(eventually([&] {
+    const auto made = p.connector->made();
+    return made.size() >= 2 && made[0]->validations.load() >= 1 && made[1]->validations.load() >= 1 &&
+           p.stats().idle >= 2;
+  }));
+  ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(p.clock->now() + 60s); }));
+  EXPECT_EQ(p.stats().connections_created, 2u) << "pinged connections are not an idle deficit";
+  EXPECT_EQ(p.stats().total, 2u);
+}
+
 TEST(pool_core, evict_all_retires_every_generation) {
   fake_pool p(small_config(3, 2));
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
   lease held = p.core->acquire(1s);
+  const std::shared_ptr<fake_state> held_state = p.connector->made().at(static_cast<std::size_t>(state_of(held).id - 1));
   p.core->evict_all();
   EXPECT_EQ(p.stats().generation, 1u);
+  EXPECT_FALSE(held_state->closed) << "a leased connection stays usable until it comes back";
   held.release();  // old generation: closed on return
+  EXPECT_TRUE(held_state->closed);
   ASSERT_TRUE(eventually([&] { return p.stats().evicted >= 2 && p.stats().idle == 2; }));
   lease fresh = p.core->acquire(1s);
-  EXPECT_TRUE(fresh);
+  ASSERT_TRUE(fresh);
+  EXPECT_GT(state_of(fresh).id, 2) << "handed out a connection of the old generation";
 }
 
 TEST(pool_core, close_wakes_waiters_and_is_idempotent) {

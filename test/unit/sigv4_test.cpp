@@ -24,6 +24,7 @@
 #include "pqxxpool/aws/dsql.hpp"
 #include "pqxxpool/aws/sigv4.hpp"
 #include "pqxxpool/errors.hpp"
+#include "scoped_env.hpp"
 
 namespace pqxxpool::test {
 namespace {
@@ -404,32 +405,6 @@ TEST(dsql_token, region_from_host) {
 
 // --- credential providers ------------------------------------------------------------------------
 
-/// Sets (or, with nullptr, unsets) an environment variable for the lifetime of the object.
-class scoped_env {
- public:
-  scoped_env(const char* name, const char* value) : m_name(name) {
-    if (const char* old = std::getenv(name)) m_old = old;
-    if (value != nullptr) {
-      ::setenv(name, value, 1);
-    } else {
-      ::unsetenv(name);
-    }
-  }
-  ~scoped_env() {
-    if (m_old) {
-      ::setenv(m_name.c_str(), m_old->c_str(), 1);
-    } else {
-      ::unsetenv(m_name.c_str());
-    }
-  }
-  scoped_env(const scoped_env&) = delete;
-  scoped_env& operator=(const scoped_env&) = delete;
-
- private:
-  std::string m_name;
-  std::optional<std::string> m_old;
-};
-
 const char* const every_aws_variable[] = {"AWS_ACCESS_KEY_ID",           "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                                           "AWS_SECURITY_TOKEN",          "AWS_PROFILE",           "AWS_DEFAULT_PROFILE",
                                           "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"};
@@ -630,7 +605,7 @@ TEST_F(aws_credentials, unsupported_sources_are_named) {
       "credential_process = /bin/echo\n"
       "[profile web]\n"
       "role_arn = arn:aws:iam::123456789012:role/r\n"
-      "web_identity_token_file = /tmp/token\n");
+      "web_identity_token_file = /nonexistent/pqxxpool-test/token\n");
   aws::profile_credentials sso("sso");
   std::string what = error_of(sso);
   EXPECT_NE(what.find("SSO"), std::string::npos) << what;

@@ -1,9 +1,9 @@
 // `pqxxpool token`: prints an Aurora DSQL IAM authentication token (the password for one login),
 // alone on stdout, like `aws dsql generate-db-connect-admin-auth-token`.
 //
-// Credentials: --profile P reads only that profile; otherwise the environment
-// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) when AWS_ACCESS_KEY_ID is set,
-// else the profile named by AWS_DEFAULT_PROFILE / AWS_PROFILE / "default".
+// Credentials: pqxxpool::aws::default_credentials_chain (the environment, web identity, the
+// profile named by AWS_DEFAULT_PROFILE / AWS_PROFILE / "default", the container endpoint, EC2
+// instance metadata); --profile P names the profile and skips the environment keys.
 // Region: --region, else from a DSQL endpoint host, else AWS_REGION, else AWS_DEFAULT_REGION.
 //
 // Exit codes: 0 token printed, 1 no usable credentials (or signing failed), 2 bad command line,
@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "commands.hpp"
 #include "duration.hpp"
@@ -61,13 +62,12 @@ int run_token(const token_options& opt) {
     return exit_usage;
   }
 
-  const bool from_environment = opt.profile.empty() && pqxxpool::aws::environment_credentials::present();
-  std::unique_ptr<pqxxpool::aws::credentials_provider> provider;
-  if (from_environment) {
-    provider = std::make_unique<pqxxpool::aws::environment_credentials>();
-  } else {
-    provider = std::make_unique<pqxxpool::aws::profile_credentials>(opt.profile);
-  }
+  // The default chain, as the pool uses it; --profile drops the environment keys (as the AWS CLI).
+  pqxxpool::aws::chain_options options;
+  options.profile = opt.profile;
+  options.region = request.region;
+  const std::shared_ptr<pqxxpool::aws::credentials_provider> provider =
+      pqxxpool::aws::default_credentials_chain(std::move(options));
 
   std::string token;
   try {
@@ -76,12 +76,7 @@ int run_token(const token_options& opt) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return exit_usage;
   } catch (const pqxxpool::token_error& e) {
-    const bool tried_environment_first = opt.profile.empty() && !from_environment;
-    std::fprintf(stderr, "error: %s%s\n",
-                 tried_environment_first ? "no credentials in the environment (AWS_ACCESS_KEY_ID is not set), nor in "
-                                           "the profile: "
-                                         : "",
-                 e.what());
+    std::fprintf(stderr, "error: %s\n", e.what());
     return exit_failure;
   }
   if (std::printf("%s\n", token.c_str()) < 0 || std::fflush(stdout) != 0) return exit_failure;
@@ -102,8 +97,9 @@ command add_token_command(CLI::App& app) {
   add_duration_option(*sub, "--expires", opt->expires,
                       "How long the token can be used to log in (whole seconds, 1s to 7 days)");
   sub->add_option("--profile", opt->profile,
-                  "Read credentials only from this profile of ~/.aws/credentials and ~/.aws/config "
-                  "(default: the environment, else AWS_DEFAULT_PROFILE, AWS_PROFILE or 'default')");
+                  "Use this profile of ~/.aws/credentials and ~/.aws/config and ignore the environment keys "
+                  "(default: the environment keys, else the AWS_DEFAULT_PROFILE, AWS_PROFILE or 'default' "
+                  "profile, then web identity, container and instance metadata credentials)");
 
   return command{sub, [opt] { return run_token(*opt); }};
 }
