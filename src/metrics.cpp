@@ -58,18 +58,20 @@ void sample(std::ostringstream& o, const char* name, const std::string& labels, 
   o << name << '{' << labels << "} " << value << '\n';
 }
 
+/// A family with one sample per pool: a gauge or a counter read from the snapshot.
 template <typename Get>
-family gauge(const char* name, const char* help, Get get) {
-  return {name, "gauge", help, [name, get](std::ostringstream& o, const pool_stats& s, const std::string& pool) {
+family simple(const char* type, const char* name, const char* help, Get get) {
+  return {name, type, help, [name, get](std::ostringstream& o, const pool_stats& s, const std::string& pool) {
             sample(o, name, pool, number(static_cast<std::uint64_t>(get(s))));
           }};
 }
-
+template <typename Get>
+family gauge(const char* name, const char* help, Get get) {
+  return simple("gauge", name, help, get);
+}
 template <typename Get>
 family counter(const char* name, const char* help, Get get) {
-  return {name, "counter", help, [name, get](std::ostringstream& o, const pool_stats& s, const std::string& pool) {
-            sample(o, name, pool, number(static_cast<std::uint64_t>(get(s))));
-          }};
+  return simple("counter", name, help, get);
 }
 
 const std::vector<family>& families() {

@@ -26,8 +26,7 @@ import sys
 import time
 from urllib.parse import parse_qsl
 
-import botocore.auth
-from botocore.awsrequest import AWSRequest
+import botocore
 from botocore.credentials import Credentials
 
 log = logging.getLogger("dsql-emulator")
@@ -126,26 +125,8 @@ def build_startup(protocol, params):
 # ---------------------------------------------------------------------------------------------
 # Token verification (independent of pqxxpool's signer: botocore's SigV4QueryAuth)
 
-class _FixedTimeQueryAuth(botocore.auth.SigV4QueryAuth):
-    """SigV4QueryAuth that signs at the token's own timestamp instead of utcnow()."""
-
-    def __init__(self, credentials, service_name, region_name, expires, timestamp):
-        super().__init__(credentials, service_name, region_name, expires=expires)
-        self._fixed_timestamp = timestamp
-
-    def add_auth(self, request):
-        request.context["timestamp"] = self._fixed_timestamp
-        self._modify_request_before_signing(request)
-        canonical_request = self.canonical_request(request)
-        string_to_sign = self.string_to_sign(request, canonical_request)
-        signature = self.signature(string_to_sign, request)
-        self._inject_signature_to_request(request, signature)
-
-
-def sign_token(host, region, action, expires, credentials, timestamp):
-    request = AWSRequest(method="GET", url=f"https://{host}/", params={"Action": action})
-    _FixedTimeQueryAuth(credentials, "dsql", region, expires, timestamp).add_auth(request)
-    return request.prepare().url[len("https://"):]
+# One signer for the emulator and the token tool: botocore's SigV4QueryAuth at a fixed timestamp.
+from dsql_token import make_token as sign_token  # noqa: E402  (a sibling file of this script)
 
 
 def self_test_signer():
