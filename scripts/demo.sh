@@ -2,7 +2,11 @@
 # Run the pqxxpool demo against a throwaway TLS PostgreSQL cluster: the
 # README's demo command.
 #
-# Usage: bash scripts/demo.sh [DEMO_ARGS...]
+# Usage: bash scripts/demo.sh [--dsql] [DEMO_ARGS...]
+#
+#   --dsql   run against the local Aurora DSQL front-door emulator instead
+#            (test/support/dsql_emulator.sh): IAM tokens per connection, TLS with
+#            SNI through a "tunnel" on loopback, throwaway test credentials
 #
 # Installs missing Debian packages (scripts/deps.sh; skip with
 # PQXXPOOL_NO_DEPS=1), builds the release preset (log: build/logs/release-build.log),
@@ -15,6 +19,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
 readonly CLUSTER_SCRIPT="$ROOT/test/support/pgcluster.sh"
+readonly EMULATOR_SCRIPT="$ROOT/test/support/dsql_emulator.sh"
+
+use_dsql=0
+if [[ "${1:-}" == --dsql ]]; then
+    use_dsql=1
+    shift
+fi
 readonly LOG_DIR="$ROOT/build/logs"
 readonly DEMO_BIN="$ROOT/build/release/tools/pqxxpool/pqxxpool"
 
@@ -45,6 +56,7 @@ cleanup() {
     local rc=$?
     if [[ -n "$CLUSTER_DIR" && -d "$CLUSTER_DIR" ]]; then
         cp -f -- "$CLUSTER_DIR/postgres.log" "$LOG_DIR/demo-postgres.log" 2>/dev/null || true
+        bash "$EMULATOR_SCRIPT" stop "$CLUSTER_DIR" >/dev/null 2>&1 || true
         bash "$CLUSTER_SCRIPT" stop "$CLUSTER_DIR" || echo "demo.sh: warning: could not stop cluster in $CLUSTER_DIR" >&2
     fi
     exit "$rc"
@@ -56,6 +68,7 @@ trap 'exit 143' TERM
 echo "== cluster"
 CLUSTER_DIR="$(mktemp -d /tmp/pqxxpool-demo.XXXXXX)"
 bash "$CLUSTER_SCRIPT" start "$CLUSTER_DIR"
+((use_dsql)) && bash "$EMULATOR_SCRIPT" start "$CLUSTER_DIR" >/dev/null
 # shellcheck source=/dev/null
 source "$CLUSTER_DIR/env"
 
@@ -68,7 +81,17 @@ for a in "$@"; do
         --duration | --duration=*) has_duration=1 ;;
     esac
 done
-((has_conninfo)) || args+=(--conninfo "$PQXXPOOL_TEST_CONNINFO")
+if ((use_dsql)); then
+    # The emulator's throwaway credentials, through the standard AWS environment variables;
+    # instance metadata is off so nothing is asked of the network.
+    export AWS_ACCESS_KEY_ID="$PQXXPOOL_DSQL_TEST_ACCESS_KEY_ID"
+    export AWS_SECRET_ACCESS_KEY="$PQXXPOOL_DSQL_TEST_SECRET_ACCESS_KEY"
+    export AWS_EC2_METADATA_DISABLED=true
+    ((has_conninfo)) || args+=(--dsql "postgres://admin@$PQXXPOOL_DSQL_TEST_CLUSTER/postgres?region=$PQXXPOOL_DSQL_TEST_REGION&sslrootcert=$PQXXPOOL_TEST_CA"
+                               --tunnel "127.0.0.1:$PQXXPOOL_DSQL_EMULATOR_PORT")
+else
+    ((has_conninfo)) || args+=(--conninfo "$PQXXPOOL_TEST_CONNINFO")
+fi
 ((has_duration)) || args+=(--duration 10s)
 args+=("$@")
 

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <exception>
@@ -71,6 +72,8 @@ class stop_signals {
 
 struct demo_options {
   std::string conninfo;
+  std::string dsql_url;  // Aurora DSQL instead of conninfo: postgres://USER@ENDPOINT/DB?region=…
+  std::string tunnel;    // HOST:PORT to connect to for DSQL (SNI and token keep the endpoint)
   milliseconds duration{0};
   std::size_t threads = 16;
   std::size_t max_size = 4;
@@ -222,18 +225,38 @@ void print_final(const pqxxpool::pool_stats& s, double elapsed_s, load_counters&
   std::fflush(stdout);
 }
 
-int run_demo(const demo_options& opt) {
-  pqxxpool::pool_config cfg;
-  cfg.name = "demo";
-  cfg.conninfo = opt.conninfo;
-  cfg.max_size = opt.max_size;
-  cfg.min_idle = opt.min_idle;
-  cfg.acquire_timeout = opt.acquire_timeout;
-  cfg.max_lifetime = opt.max_lifetime;
+/// The pool settings the demo's options give, for plain PostgreSQL or (with --dsql) Aurora DSQL.
+pqxxpool::pool_config demo_config(const demo_options& opt) {
+  pqxxpool::pool_config base;
+  base.name = "demo";
+  base.max_size = opt.max_size;
+  base.min_idle = opt.min_idle;
+  base.acquire_timeout = opt.acquire_timeout;
+  base.max_lifetime = opt.max_lifetime;
+  if (opt.dsql_url.empty()) {
+    base.conninfo = opt.conninfo;
+    return base;
+  }
+  pqxxpool::dsql::config d = pqxxpool::dsql::config_from_url(opt.dsql_url);
+  const auto url_params = d.pool.params;
+  d.pool = base;
+  d.pool.params = url_params;
+  if (!opt.tunnel.empty()) {
+    const auto colon = opt.tunnel.rfind(':');
+    char* end = nullptr;
+    const long port = colon == std::string::npos ? 0 : std::strtol(opt.tunnel.c_str() + colon + 1, &end, 10);
+    if (colon == std::string::npos || colon == 0 || end == nullptr || *end != '\0' || port < 1 || port > 65535)
+      throw pqxxpool::config_error("--tunnel", "must be HOST:PORT, e.g. 127.0.0.1:15432");
+    d.tunnel_address = opt.tunnel.substr(0, colon);
+    d.tunnel_port = static_cast<std::uint16_t>(port);
+  }
+  return pqxxpool::dsql::make_pool_config(d);
+}
 
+int run_demo(const demo_options& opt) {
   std::optional<pqxxpool::pool> pool;
   try {
-    pool.emplace(std::move(cfg));
+    pool.emplace(demo_config(opt));
   } catch (const pqxxpool::config_error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return exit_usage;
@@ -322,8 +345,18 @@ command add_demo_command(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
       "demo", "Run a load of concurrent queries through a pool and print live pool statistics");
 
-  sub->add_option("--conninfo", opt->conninfo, "libpq connection string (key=value or postgresql:// URI)")
-      ->required();
+  CLI::Option* conninfo =
+      sub->add_option("--conninfo", opt->conninfo, "libpq connection string (key=value or postgresql:// URI)");
+  CLI::Option* dsql = sub->add_option(
+      "--dsql", opt->dsql_url,
+      "Aurora DSQL instead: postgres://USER@ENDPOINT/DATABASE?region=R[&sslrootcert=FILE] (IAM tokens from "
+      "the AWS credential chain)");
+  conninfo->excludes(dsql);
+  sub->add_option("--tunnel", opt->tunnel, "With --dsql: HOST:PORT to connect to (SSH/SSM tunnel, VPC endpoint)")
+      ->needs(dsql);
+  sub->callback([conninfo, dsql] {
+    if (conninfo->count() == 0 && dsql->count() == 0) throw CLI::RequiredError("--conninfo or --dsql");
+  });
   add_duration_option(*sub, "--duration", opt->duration, "How long to run the load", /*allow_zero=*/false)
       ->required();
   sub->add_option("--threads", opt->threads, "Worker threads (more than --max-size, so threads wait)")
