@@ -181,9 +181,12 @@ TEST(pool_core, expired_connections_are_never_handed_out_and_retire_on_return) {
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
   lease l = p.core->acquire(1s);
   const time_point first_expiry = core::pool_core::expires_at(l);
+  const std::shared_ptr<fake_state> leased = p.connector->made().at(static_cast<std::size_t>(state_of(l).id - 1));
   p.clock->advance(101s);
-  l.release();  // in use past its expiry: closed on return
-  ASSERT_TRUE(eventually([&] { return p.stats().closed_max_lifetime >= 1; }));
+  EXPECT_FALSE(leased->closed) << "a leased connection is never closed under its user";
+  l.release();  // in use past its expiry: closed on return, by the returning thread
+  EXPECT_TRUE(leased->closed);
+  EXPECT_GE(p.stats().closed_max_lifetime, 1u);
   lease fresh = p.core->acquire(1s);
   ASSERT_TRUE(fresh);
   EXPECT_GT(core::pool_core::expires_at(fresh), p.clock->now());
