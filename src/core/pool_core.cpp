@@ -6,6 +6,13 @@
 namespace pqxxpool::core {
 namespace {
 
+// now + timeout, saturating: a timeout of milliseconds::max() (or anything beyond a century)
+// means no deadline rather than an overflowed time point in the past.
+time_point deadline_after(time_point now, std::chrono::milliseconds timeout) {
+  if (timeout >= std::chrono::hours(24 * 365 * 100)) return time_point::max();
+  return now + timeout;
+}
+
 // How long before a connection's expiry a replacement is opened (while total < max_size):
 // a tenth of the lifetime, at most 30 s. 0 when lifetimes are unlimited.
 duration expiry_lead_for(const pool_config& cfg) {
@@ -234,7 +241,7 @@ lease pool_core::acquire(std::chrono::milliseconds timeout) {
       std::unique_lock<std::mutex> lk(m_mu);
       s = take_idle_locked(coarse_now, doomed);
       if (s == nullptr) {
-        if (!deadline) deadline = m_clock->now() + timeout;
+        if (!deadline) deadline = deadline_after(m_clock->now(), timeout);
         s = wait_for_slot(lk, *deadline, doomed);
         validate = needs_validation(*s, m_clock->coarse_now());  // time passed while waiting
       } else {
@@ -245,7 +252,7 @@ lease pool_core::acquire(std::chrono::milliseconds timeout) {
     if (!validate) return lease(this, s);
     // The round trip counts against the caller's deadline; acquire(0) ("do not wait for a
     // connection to come free") still allows one validation round trip, like try_acquire().
-    if (!deadline) deadline = m_clock->now() + timeout;
+    if (!deadline) deadline = deadline_after(m_clock->now(), timeout);
     if (validate_and_keep(s, timeout.count() > 0 ? deadline : std::nullopt)) return lease(this, s);
     // The connection failed validation and was closed (or retired meanwhile): try again within
     // the same deadline.
@@ -422,7 +429,7 @@ void pool_core::wait_ready(std::chrono::milliseconds timeout) {
     return;
   }
   const time_point start = m_clock->now();
-  const time_point deadline = start + timeout;
+  const time_point deadline = deadline_after(start, timeout);
   std::unique_lock<std::mutex> lk(m_mu);
   for (;;) {
     if (m_closed) throw pool_closed();
@@ -516,7 +523,7 @@ void pool_core::connect_loop() {
     std::unique_ptr<physical> conn;
     error_info failure;
     try {
-      conn = m_connector->connect(start + m_cfg.connect_timeout);
+      conn = m_connector->connect(deadline_after(start, m_cfg.connect_timeout));
     } catch (const connect_error& e) {
       failure.message = e.what();
       failure.sqlstate = e.sqlstate();

@@ -99,6 +99,18 @@ TEST(pool_core, zero_timeout_fails_at_once_when_nothing_is_idle) {
   EXPECT_EQ(p.stats().pool_exhausted_count, 1u);
 }
 
+TEST(pool_core, a_huge_timeout_means_wait_without_deadline_not_overflow) {
+  fake_pool p(small_config(1, 1));
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  lease held = p.core->acquire(1s);
+  auto waiter = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(std::chrono::milliseconds::max())); });
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));
+  p.clock->advance(std::chrono::hours(24 * 365));
+  EXPECT_EQ(p.stats().acquire_timeouts, 0u);
+  held.release();
+  EXPECT_TRUE(waiter.get());
+}
+
 TEST(pool_core, waiters_are_served_first_come_first_served) {
   pool_config cfg = small_config(1, 1);
   cfg.fairness_window = std::chrono::microseconds(100);
