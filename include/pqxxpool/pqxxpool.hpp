@@ -7,6 +7,9 @@
 #include "pqxxpool/dsql_pool.hpp"
 #include "pqxxpool/errors.hpp"
 #include "pqxxpool/metrics.hpp"
+#ifdef PQXXPOOL_WITH_HTTP  // defined by the pqxxpool target when built with the metrics server
+#include "pqxxpool/metrics_server.hpp"
+#endif
 #include "pqxxpool/pool.hpp"
 #include "pqxxpool/retry.hpp"
 #include "pqxxpool/stats.hpp"

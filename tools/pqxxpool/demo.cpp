@@ -81,6 +81,7 @@ struct demo_options {
   std::string query = "SELECT pg_sleep(0.002)";
   milliseconds acquire_timeout{5'000};
   milliseconds max_lifetime = pqxxpool::pool_config{}.max_lifetime;
+  std::string metrics_listen;  // HOST:PORT for the metrics endpoint; empty = none
 };
 
 constexpr milliseconds ready_timeout{5'000};
@@ -253,10 +254,38 @@ pqxxpool::pool_config demo_config(const demo_options& opt) {
   return pqxxpool::dsql::make_pool_config(d);
 }
 
+#ifdef PQXXPOOL_WITH_HTTP
+/// Splits --metrics-listen HOST:PORT ([V6ADDR]:PORT for IPv6; port 0 = any free port).
+std::pair<std::string, std::uint16_t> parse_listen(const std::string& text) {
+  const auto colon = text.rfind(':');
+  char* end = nullptr;
+  const char* port_text = colon == std::string::npos ? "" : text.c_str() + colon + 1;
+  const long port = std::strtol(port_text, &end, 10);
+  std::string host = colon == std::string::npos ? "" : text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty() || *port_text == '\0' || end == nullptr || *end != '\0' || port < 0 || port > 65535)
+    throw pqxxpool::config_error("--metrics-listen", "must be HOST:PORT, e.g. 127.0.0.1:9187 (port 0 = any free port)");
+  return {host, static_cast<std::uint16_t>(port)};
+}
+#endif
+
 int run_demo(const demo_options& opt) {
   std::optional<pqxxpool::pool> pool;
+#ifdef PQXXPOOL_WITH_HTTP
+  std::optional<pqxxpool::metrics_server> metrics;  // declared after the pool: destroyed first
+#endif
   try {
     pool.emplace(demo_config(opt));
+#ifdef PQXXPOOL_WITH_HTTP
+    if (!opt.metrics_listen.empty()) {
+      const auto [host, port] = parse_listen(opt.metrics_listen);
+      metrics.emplace(std::vector<const pqxxpool::pool*>{&*pool}, host, port);
+      const bool v6 = host.find(':') != std::string::npos;
+      std::printf("metrics: http://%s%s%s:%u/metrics\n", v6 ? "[" : "", host.c_str(), v6 ? "]" : "",
+                  static_cast<unsigned>(metrics->port()));
+      std::fflush(stdout);
+    }
+#endif
   } catch (const pqxxpool::config_error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return exit_usage;
@@ -329,6 +358,9 @@ int run_demo(const demo_options& opt) {
     throw;
   }
   stop_workers();
+#ifdef PQXXPOOL_WITH_HTTP
+  if (metrics) metrics->stop();
+#endif
   const double elapsed_s = seconds_between(start, clock_type::now());
   if (tty) std::printf("\n");
 
@@ -375,6 +407,11 @@ command add_demo_command(CLI::App& app) {
                       "How long a worker waits for a connection (0 = fail at once)");
   add_duration_option(*sub, "--max-lifetime", opt->max_lifetime,
                       "Retire connections after this long (0 = never)");
+#ifdef PQXXPOOL_WITH_HTTP
+  sub->add_option("--metrics-listen", opt->metrics_listen,
+                  "Serve /metrics (Prometheus), /stats (JSON) and /healthz on HOST:PORT while the demo runs "
+                  "(e.g. 127.0.0.1:0 for any free port; the URL is printed)");
+#endif
 
   return command{sub, [opt] { return run_demo(*opt); }};
 }

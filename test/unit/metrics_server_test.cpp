@@ -1,0 +1,130 @@
+// pqxxpool::metrics_server: /metrics, /stats and /healthz over real HTTP on 127.0.0.1, for a pool
+// that never connects (min_idle 0, a conninfo pointing at a closed port): no PostgreSQL needed.
+
+#include "pqxxpool/metrics_server.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "pqxxpool/errors.hpp"
+#include "pqxxpool/pool.hpp"
+
+namespace {
+
+pqxxpool::pool_config idle_pool_config(const std::string& name) {
+  pqxxpool::pool_config cfg;
+  cfg.name = name;
+  cfg.min_idle = 0;  // never connects on its own; stats() works without connections
+  cfg.conninfo = "host=127.0.0.1 port=1 connect_timeout=1 sslmode=disable";
+  return cfg;
+}
+
+/// Runs `promtool check metrics` on body; returns its exit status and output (stdout + stderr).
+std::pair<int, std::string> promtool_check(const std::string& body) {
+  char path[] = "/tmp/pqxxpool-metrics-XXXXXX";
+  const int fd = ::mkstemp(path);
+  if (fd < 0) return {-1, "mkstemp failed"};
+  ::close(fd);
+  { std::ofstream(path, std::ios::binary) << body; }
+  const std::string out_path = std::string(path) + ".out";
+  const std::string cmd = std::string("promtool check metrics < '") + path + "' > '" +
+                          out_path + "' 2>&1";
+  const int rc = std::system(cmd.c_str());
+  std::string output;
+  {
+    std::ifstream in(out_path, std::ios::binary);
+    output.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  std::remove(path);
+  std::remove(out_path.c_str());
+  return {rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, output};
+}
+
+TEST(metrics_server, serves_metrics_stats_and_health) {
+  if (std::system("command -v promtool >/dev/null 2>&1") != 0)
+    GTEST_FAIL() << "promtool (Debian package prometheus) is required: scripts/deps.sh installs it";
+
+  pqxxpool::pool pool{idle_pool_config("demo")};
+  pqxxpool::metrics_server server{{&pool}};  // 127.0.0.1, any free port
+  ASSERT_NE(server.port(), 0);
+  EXPECT_EQ(server.host(), "127.0.0.1");
+
+  httplib::Client client{"127.0.0.1", server.port()};
+  client.set_connection_timeout(5);
+  client.set_read_timeout(5);
+
+  const auto metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics) << httplib::to_string(metrics.error());
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_EQ(metrics->get_header_value("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_NE(metrics->body.find("pqxxpool_pool_exhausted_total{pool=\"demo\"} 0\n"), std::string::npos)
+      << metrics->body;
+  const auto [rc, output] = promtool_check(metrics->body);
+  EXPECT_EQ(rc, 0) << "promtool check metrics:\n" << output << "\nbody:\n" << metrics->body;
+
+  const auto stats = client.Get("/stats");
+  ASSERT_TRUE(stats) << httplib::to_string(stats.error());
+  EXPECT_EQ(stats->status, 200);
+  EXPECT_EQ(stats->get_header_value("Content-Type"), "application/json");
+  const nlohmann::json json = nlohmann::json::parse(stats->body);
+  ASSERT_TRUE(json.is_array()) << stats->body;
+  ASSERT_EQ(json.size(), 1U);
+  EXPECT_TRUE(json[0].is_object());
+
+  const auto healthy = client.Get("/healthz");
+  ASSERT_TRUE(healthy) << httplib::to_string(healthy.error());
+  EXPECT_EQ(healthy->status, 200);
+  EXPECT_EQ(healthy->body, "ok\n");
+
+  pool.close();
+  const auto closed = client.Get("/healthz");
+  ASSERT_TRUE(closed) << httplib::to_string(closed.error());
+  EXPECT_EQ(closed->status, 503);
+  EXPECT_NE(closed->body.find("demo"), std::string::npos) << closed->body;
+  EXPECT_NE(closed->body.find("closed"), std::string::npos) << closed->body;
+
+  const auto missing = client.Get("/nope");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+
+  server.stop();
+  server.stop();  // idempotent
+  EXPECT_NE(server.port(), 0);
+}
+
+TEST(metrics_server, stop_right_after_start_returns) {
+  pqxxpool::pool pool{idle_pool_config("quick")};
+  pqxxpool::metrics_server server{{&pool}};
+  server.stop();
+}
+
+TEST(metrics_server, port_in_use_is_a_config_error_naming_listen) {
+  pqxxpool::pool pool{idle_pool_config("busy")};
+  pqxxpool::metrics_server first{{&pool}};
+  try {
+    pqxxpool::metrics_server second{{&pool}, "127.0.0.1", first.port()};
+    FAIL() << "a second server bound the same port";
+  } catch (const pqxxpool::config_error& e) {
+    EXPECT_EQ(e.field(), "listen");
+    EXPECT_NE(std::string(e.what()).find("127.0.0.1:" + std::to_string(first.port())), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(metrics_server, rejects_null_and_duplicate_pools) {
+  pqxxpool::pool a{idle_pool_config("same")};
+  pqxxpool::pool b{idle_pool_config("same")};
+  EXPECT_THROW(pqxxpool::metrics_server({nullptr}), pqxxpool::config_error);
+  EXPECT_THROW(pqxxpool::metrics_server({&a, &b}), pqxxpool::config_error);
+}
+
+}  // namespace
