@@ -96,7 +96,7 @@ void run_workload_through_lifetimes(dsql::config cfg) {
       }
     });
   }
-  // Several connection ages and token lifetimes (token_duration 3 s): at least 12 retirements.
+  // Several connection ages and token lifetimes (token_duration 2 s): at least 12 retirements.
   const bool recycled = eventually([&] { return p->stats().closed_max_lifetime >= 12; }, 90s);
   stop = true;
   for (auto& w : workers) w.join();
@@ -111,13 +111,13 @@ void run_workload_through_lifetimes(dsql::config cfg) {
 
 TEST_F(dsql_emulator, workload_runs_through_token_lifetimes_and_connection_ages) {
   dsql::config cfg = tunnel_config();
-  cfg.token_duration = 3s;
+  cfg.token_duration = 2s;
   run_workload_through_lifetimes(cfg);
 }
 
 TEST_F(dsql_emulator, workload_with_the_token_cache_on) {
   dsql::config cfg = tunnel_config();
-  cfg.token_duration = 3s;
+  cfg.token_duration = 2s;
   cfg.token_cache = true;
   run_workload_through_lifetimes(cfg);
 }
