@@ -31,6 +31,7 @@ void pool_config::validate() const {
   require_non_negative("validate_after_idle", validate_after_idle);
   require_positive("validation_timeout", validation_timeout);
   require_non_negative("health_check_period", health_check_period);
+  require_non_negative("leak_detection_threshold", leak_detection_threshold);
   require_positive("connect_backoff_initial", connect_backoff_initial);
   if (connect_backoff_max < connect_backoff_initial)
     throw config_error("connect_backoff_max", "must be >= connect_backoff_initial (" +

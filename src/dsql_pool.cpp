@@ -8,6 +8,8 @@
 #include <utility>
 
 #include <openssl/x509.h>
+#include <spdlog/logger.h>
+#include <spdlog/spdlog.h>
 
 #include "pqxx/adapter.hpp"
 #include "pqxxpool/aws/dsql.hpp"
@@ -49,26 +51,43 @@ std::shared_ptr<aws::credentials_provider> provider_for(const config& cfg, const
 }
 
 // Makes the token for each connect; with token_cache, reuses one until 80% of its lifetime.
+// Runs on the pool's connect threads (before_connect), never under the pool's lock. Logs each new
+// token at debug level: who and what for, never the token.
 class token_source {
  public:
-  token_source(token_request request, std::shared_ptr<aws::credentials_provider> creds, bool cache)
-      : m_request(std::move(request)), m_creds(std::move(creds)), m_cache(cache) {}
+  token_source(token_request request, std::shared_ptr<aws::credentials_provider> creds, bool cache,
+               std::shared_ptr<spdlog::logger> logger, std::string pool)
+      : m_request(std::move(request)),
+        m_creds(std::move(creds)),
+        m_cache(cache),
+        m_logger(logger ? std::move(logger) : spdlog::default_logger()),
+        m_pool(std::move(pool)) {}
   std::string next() {
     const auto now = system_clock::now();
     if (!m_cache) {
       std::string token = generate_token(m_request, m_creds->get(), now);
-      std::lock_guard<std::mutex> lk(m_mu);
-      m_last_sent_made_at = now;
+      {
+        std::lock_guard<std::mutex> lk(m_mu);
+        m_last_sent_made_at = now;
+      }
+      log_new_token();
       return token;
     }
-    std::lock_guard<std::mutex> lk(m_mu);  // guards the cached token; held across one signing
-    if (m_token.empty() || now >= m_reuse_until) {
-      m_token = generate_token(m_request, m_creds->get(), now);
-      m_made_at = now;
-      m_reuse_until = now + std::chrono::duration_cast<system_clock::duration>(m_request.expires * 8 / 10);
+    bool made = false;
+    std::string token;
+    {
+      std::lock_guard<std::mutex> lk(m_mu);  // guards the cached token; held across one signing
+      if (m_token.empty() || now >= m_reuse_until) {
+        m_token = generate_token(m_request, m_creds->get(), now);
+        m_made_at = now;
+        m_reuse_until = now + std::chrono::duration_cast<system_clock::duration>(m_request.expires * 8 / 10);
+        made = true;
+      }
+      m_last_sent_made_at = m_made_at;
+      token = m_token;
     }
-    m_last_sent_made_at = m_made_at;
-    return m_token;
+    if (made) log_new_token();
+    return token;
   }
   /// Age of the token most recently handed to a connect, for error hints ("" if none yet).
   std::string last_token_age() {
@@ -79,9 +98,18 @@ class token_source {
   }
 
  private:
+  void log_new_token() {
+    if (m_logger)
+      m_logger->debug("pqxxpool[{}]: new IAM token for user {} at {} (region {}, valid {} s{})", m_pool,
+                      m_request.user, m_request.host, m_request.region, m_request.expires.count(),
+                      m_cache ? ", cached for 80% of that" : "");
+  }
+
   const token_request m_request;
   const std::shared_ptr<aws::credentials_provider> m_creds;
   const bool m_cache;
+  const std::shared_ptr<spdlog::logger> m_logger;
+  const std::string m_pool;
   std::mutex m_mu;
   std::string m_token;                              // guarded by m_mu
   system_clock::time_point m_made_at{};             // guarded by m_mu
@@ -216,7 +244,8 @@ pool_config make_pool_config(const config& cfg, int libpq_version) {
   if (out.params.count("application_name") == 0) out.params["application_name"] = std::string("pqxxpool-dsql/") + version;
 
   auto tokens = std::make_shared<token_source>(token_request{host, region, cfg.user, cfg.token_duration},
-                                               provider_for(cfg, region), cfg.token_cache);
+                                               provider_for(cfg, region), cfg.token_cache, cfg.pool.logger,
+                                               cfg.pool.name.empty() ? "default" : cfg.pool.name);
   out.before_connect = [user_hook = cfg.pool.before_connect, tokens](connect_params& p) {
     if (user_hook) user_hook(p);
     p.set("password", tokens->next());

@@ -65,6 +65,22 @@ family simple(const char* type, const char* name, const char* help, Get get) {
             sample(o, name, pool, number(static_cast<std::uint64_t>(get(s))));
           }};
 }
+/// A histogram family: cumulative `le` buckets (2^k µs, in seconds), _sum and _count.
+family histogram_family(const char* name, const char* help, const histogram pool_stats::*member) {
+  return {name, "histogram", help, [name, member](std::ostringstream& o, const pool_stats& s, const std::string& pool) {
+            const histogram& h = s.*member;
+            const std::string base(name);
+            std::uint64_t cumulative = 0;
+            for (std::size_t i = 0; i <= histogram::bucket_count; ++i) {
+              cumulative += h.buckets[i];
+              sample(o, (base + "_bucket").c_str(), pool + ",le=\"" + number(histogram::upper_bound_seconds(i)) + "\"",
+                     number(cumulative));
+            }
+            sample(o, (base + "_sum").c_str(), pool, number(h.sum_seconds));
+            sample(o, (base + "_count").c_str(), pool, number(h.count));
+          }};
+}
+
 template <typename Get>
 family gauge(const char* name, const char* help, Get get) {
   return simple("gauge", name, help, get);
@@ -113,18 +129,14 @@ const std::vector<family>& families() {
        }},
       counter("pqxxpool_rollbacks_total", "Connections returned inside a transaction (rolled back by the pool).",
               [](const pool_stats& s) { return s.rollbacks; }),
-      {"pqxxpool_acquire_seconds", "histogram", "Time acquire() waited for a connection.",
-       [](std::ostringstream& o, const pool_stats& s, const std::string& pool) {
-         const histogram& h = s.acquire_wait;
-         std::uint64_t cumulative = 0;
-         for (std::size_t i = 0; i <= histogram::bucket_count; ++i) {
-           cumulative += h.buckets[i];
-           sample(o, "pqxxpool_acquire_seconds_bucket",
-                  pool + ",le=\"" + number(histogram::upper_bound_seconds(i)) + "\"", number(cumulative));
-         }
-         sample(o, "pqxxpool_acquire_seconds_sum", pool, number(h.sum_seconds));
-         sample(o, "pqxxpool_acquire_seconds_count", pool, number(h.count));
-       }},
+      counter("pqxxpool_leaks_suspected_total", "Leases held past leak_detection_threshold.",
+              [](const pool_stats& s) { return s.leaks_suspected; }),
+      histogram_family("pqxxpool_acquire_seconds", "Time acquire() waited for a connection.",
+                       &pool_stats::acquire_wait),
+      histogram_family("pqxxpool_usage_seconds", "How long leases were held, from hand-out to return.",
+                       &pool_stats::usage),
+      histogram_family("pqxxpool_connect_seconds", "How long successful physical connects took.",
+                       &pool_stats::connect_time),
   };
   return all;
 }
@@ -146,13 +158,21 @@ std::string to_prometheus(const std::vector<pool_stats>& pools) {
 
 std::string to_prometheus(const pool_stats& stats) { return to_prometheus(std::vector<pool_stats>{stats}); }
 
-std::string to_json(const pool_stats& s) {
+namespace {
+nlohmann::json histogram_json(const histogram& h) {
   using nlohmann::json;
   json buckets = json::array();
   for (std::size_t i = 0; i <= histogram::bucket_count; ++i) {
     const double le = histogram::upper_bound_seconds(i);
-    buckets.push_back({{"le", std::isinf(le) ? json("+Inf") : json(le)}, {"count", s.acquire_wait.buckets[i]}});
+    buckets.push_back({{"le", std::isinf(le) ? json("+Inf") : json(le)}, {"count", h.buckets[i]}});
   }
+  return {{"count", h.count}, {"sum_seconds", h.sum_seconds}, {"p50_seconds", h.p50()},
+          {"p99_seconds", h.p99()}, {"max_seconds", h.max_seconds}, {"buckets", buckets}};
+}
+}  // namespace
+
+std::string to_json(const pool_stats& s) {
+  using nlohmann::json;
   json j = {
       {"name", s.name},
       {"gauges",
@@ -166,11 +186,11 @@ std::string to_json(const pool_stats& s) {
         {"connections_created", s.connections_created}, {"connect_errors", s.connect_errors},
         {"closed_max_lifetime", s.closed_max_lifetime}, {"closed_idle", s.closed_idle},
         {"closed_broken", s.closed_broken}, {"closed_validation_failed", s.closed_validation_failed},
-        {"closed_discarded", s.closed_discarded}, {"evicted", s.evicted}, {"rollbacks", s.rollbacks}}},
-      {"acquire_wait",
-       {{"count", s.acquire_wait.count}, {"sum_seconds", s.acquire_wait.sum_seconds},
-        {"p50_seconds", s.acquire_wait.p50()}, {"p99_seconds", s.acquire_wait.p99()},
-        {"max_seconds", s.acquire_wait.max_seconds}, {"buckets", buckets}}},
+        {"closed_discarded", s.closed_discarded}, {"evicted", s.evicted}, {"rollbacks", s.rollbacks},
+        {"leaks_suspected", s.leaks_suspected}}},
+      {"acquire_wait", histogram_json(s.acquire_wait)},
+      {"usage", histogram_json(s.usage)},
+      {"connect_time", histogram_json(s.connect_time)},
   };
   if (s.last_error.empty()) {
     j["last_error"] = nullptr;

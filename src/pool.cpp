@@ -57,9 +57,9 @@ pool::pool(pool_config cfg) : m_core(make_core(std::move(cfg))) {}
 
 pool::~pool() { m_core->destroy_from_owner(); }
 
-lease pool::acquire() { return m_core->acquire(m_core->config().acquire_timeout); }
-lease pool::acquire(std::chrono::milliseconds timeout) { return m_core->acquire(timeout); }
-lease pool::try_acquire() { return m_core->try_acquire(); }
+lease pool::acquire(source_location where) { return m_core->acquire(m_core->config().acquire_timeout, where); }
+lease pool::acquire(std::chrono::milliseconds timeout, source_location where) { return m_core->acquire(timeout, where); }
+lease pool::try_acquire(source_location where) { return m_core->try_acquire(where); }
 void pool::wait_ready(std::chrono::milliseconds timeout) { m_core->wait_ready(timeout); }
 pool_stats pool::stats() const { return m_core->stats(); }
 void pool::evict_all() { m_core->evict_all(); }

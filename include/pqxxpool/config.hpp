@@ -7,12 +7,17 @@
 #include <cstddef>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include <pqxx/version>
+
+namespace spdlog {
+class logger;
+}  // namespace spdlog
 
 #if PQXX_VERSION_MAJOR >= 7
 #include <pqxx/connection>
@@ -144,6 +149,27 @@ struct pool_config {
   /// Most threads waiting in acquire() at once; beyond it acquire() throws too_many_waiters at
   /// once. Default 0 = unbounded.
   std::size_t max_waiting = 0;
+
+  /// Where the pool logs (spdlog): connections opened and closed with the reason, failed
+  /// validations, connect failures with the backoff, exhaustion (at most one line per 10 s per
+  /// pool), suspected leaks, evict_all() and close(). Never called under the pool's lock; never
+  /// given a password or token. Default: nullptr = spdlog's default logger as it is when the
+  /// pool is built. Levels: debug for routine opens and closes, info for evict_all/close and
+  /// returned leaks, warn for failures, exhaustion and leaks. See docs/logging.md.
+  std::shared_ptr<spdlog::logger> logger;
+
+  /// A lease held longer than this is logged once as a suspected leak (warn, with the file:line
+  /// that acquired it) and counted in pool_stats::leaks_suspected; its return is logged (info).
+  /// Checked by the maintenance thread, which wakes for the earliest lease that could cross it.
+  /// Default 0 = off (then acquire() records nothing extra). Must be ≥ 0.
+  milliseconds leak_detection_threshold{0};
+
+  /// How pool_stats::usage (how long each lease was held) is timed. false (default): with the
+  /// coarse clock already read on acquire and release (CLOCK_MONOTONIC_COARSE, a tick of 1–4 ms),
+  /// so it costs nothing extra, but a lease shorter than a tick is recorded as 0 or one tick (the
+  /// mean stays right over many leases). true: with the precise clock, two more clock reads
+  /// (≈ 26 ns each here) per lease.
+  bool precise_usage_timing = false;
 
   /// Fairness window. A newcomer may take a free connection while the oldest waiter has waited
   /// less than this; once it has waited longer, returned connections go straight to the oldest

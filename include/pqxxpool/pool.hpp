@@ -18,6 +18,19 @@
 
 namespace pqxxpool {
 
+/// Where a lease was acquired, for leak reports: captured by default arguments of acquire() and
+/// try_acquire() with GCC's and clang's __builtin_FILE()/__builtin_LINE() (std::source_location
+/// is C++20). Pass one explicitly to attribute leases to your own caller (e.g. in a wrapper).
+struct source_location {
+  const char* file = "";  ///< path of the source file as the compiler saw it; never null
+  int line = 0;           ///< line number; 0 when unknown
+
+  /// The location of the call that evaluates this default argument. Never throws.
+  static constexpr source_location current(const char* file = __builtin_FILE(), int line = __builtin_LINE()) noexcept {
+    return {file, line};
+  }
+};
+
 namespace core {
 class pool_core;
 struct slot;
@@ -76,14 +89,15 @@ class pool {
 
   /// Borrows a connection, waiting at most pool_config::acquire_timeout.
   /// Throws acquire_timeout_error (with the last connect error), pool_closed, too_many_waiters.
+  /// `where` (the caller's file:line by default) is kept only when leak detection is on.
   /// Thread-safe.
-  [[nodiscard]] lease acquire();
+  [[nodiscard]] lease acquire(source_location where = source_location::current());
   /// As acquire(), waiting at most timeout (0 = do not wait).
-  [[nodiscard]] lease acquire(std::chrono::milliseconds timeout);
+  [[nodiscard]] lease acquire(std::chrono::milliseconds timeout, source_location where = source_location::current());
   /// Borrows an idle connection if one can be had at once, else returns an empty lease.
   /// Never waits for a connect (a stale idle connection may still get its validation round trip).
   /// Throws pool_closed. Thread-safe.
-  [[nodiscard]] lease try_acquire();
+  [[nodiscard]] lease try_acquire(source_location where = source_location::current());
 
   /// Optional fail-fast at start-up: waits until min_idle connections are open (at least one when
   /// min_idle is 0). Throws the last connect_error when that does not happen within timeout

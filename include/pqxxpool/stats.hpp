@@ -84,9 +84,17 @@ struct pool_stats {
   std::uint64_t closed_discarded = 0;       ///< closed by lease::discard()
   std::uint64_t evicted = 0;                ///< closed because evict_all() retired their generation
   std::uint64_t rollbacks = 0;              ///< connections returned inside a transaction and rolled back
+  std::uint64_t leaks_suspected = 0;        ///< leases held past leak_detection_threshold (each counted once)
 
   // --- histograms ---------------------------------------------------------------------
-  histogram acquire_wait;  ///< time acquire() spent waiting (0 for an immediate hand-out)
+  /// Time acquire() spent waiting (0 for an immediate hand-out), one value per successful acquire.
+  histogram acquire_wait;
+  /// How long each lease was held, from hand-out to its return, one value per returned lease.
+  /// Timed with the coarse clock unless pool_config::precise_usage_timing (see there).
+  histogram usage;
+  /// How long each successful physical connect took (TCP, TLS, authentication, hooks included),
+  /// timed with the precise clock on the connect thread. Failed connects are not recorded here.
+  histogram connect_time;
 
   error_info last_error;  ///< the most recent connect failure: message, SQLSTATE, time (empty if none)
 };

@@ -29,6 +29,9 @@ class physical {
   virtual bool reset(time_point deadline, const std::function<void(connection&)>& reset_hook) noexcept = 0;
   /// The libpqxx connection handed to users; nullptr for test fakes.
   virtual connection* user_connection() noexcept = 0;
+  /// The server process serving this connection (PQbackendPID, no I/O), for log lines that an
+  /// operator can match with the server's log; 0 when unknown.
+  virtual int backend_pid() noexcept { return 0; }
 };
 
 /// Opens physical connections. connect() runs on a background thread, never under the lock, and

@@ -1,7 +1,11 @@
 #include "core/pool_core.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <utility>
+
+#include <spdlog/logger.h>
+#include <spdlog/spdlog.h>
 
 namespace pqxxpool::core {
 namespace {
@@ -20,7 +24,78 @@ duration expiry_lead_for(const pool_config& cfg) {
   return std::min<duration>(std::chrono::seconds(30), cfg.max_lifetime / 10);
 }
 
+// The exhaustion warning is written at most this often per pool; the lines in between are counted.
+constexpr std::chrono::seconds exhaustion_report_interval{10};
+
+// "850 µs", "12.3 ms", "4.2 s", "54 min 12 s": durations in log lines.
+std::string human(duration d) {
+  const double us = std::chrono::duration<double, std::micro>(d).count();
+  char buf[48];
+  if (us < 1000)
+    std::snprintf(buf, sizeof buf, "%.0f \u00b5s", us);
+  else if (us < 1e6)
+    std::snprintf(buf, sizeof buf, "%.1f ms", us / 1e3);
+  else if (us < 120e6)
+    std::snprintf(buf, sizeof buf, "%.1f s", us / 1e6);
+  else
+    std::snprintf(buf, sizeof buf, "%lld min %lld s", static_cast<long long>(us / 60e6),
+                  static_cast<long long>(us / 1e6) % 60);
+  return buf;
+}
+
+std::shared_ptr<const log_context> make_log_context(const pool_config& cfg) {
+  auto ctx = std::make_shared<log_context>();
+  ctx->logger = cfg.logger ? cfg.logger : spdlog::default_logger();
+  if (!ctx->logger) ctx->logger = std::make_shared<spdlog::logger>("pqxxpool");  // no sinks: silent
+  ctx->pool = cfg.name.empty() ? "default" : cfg.name;
+  return ctx;
+}
+
 }  // namespace
+
+void retired::reset() noexcept {
+  if (!m_conn) return;
+  try {
+    if (m_log) {
+      spdlog::logger& log = *m_log->logger;
+      const int pid = m_conn->backend_pid();
+      const std::string age = human(m_age);
+      switch (m_why) {
+        case close_reason::max_lifetime:
+          log.debug("pqxxpool[{}]: closing connection {} (backend pid {}): reached its max_lifetime after {}",
+                    m_log->pool, m_id, pid, age);
+          break;
+        case close_reason::idle:
+          log.debug("pqxxpool[{}]: closing connection {} (backend pid {}): idle past idle_timeout, age {}",
+                    m_log->pool, m_id, pid, age);
+          break;
+        case close_reason::broken:
+          log.warn("pqxxpool[{}]: closing connection {} (backend pid {}): broken (lost, or a rollback/reset "
+                   "failed) after {}", m_log->pool, m_id, pid, age);
+          break;
+        case close_reason::validation_failed:
+          log.warn("pqxxpool[{}]: closing connection {} (backend pid {}): failed its validation round trip "
+                   "after {}", m_log->pool, m_id, pid, age);
+          break;
+        case close_reason::discarded:
+          log.debug("pqxxpool[{}]: closing connection {} (backend pid {}): discarded by its lease after {}",
+                    m_log->pool, m_id, pid, age);
+          break;
+        case close_reason::evicted:
+          log.debug("pqxxpool[{}]: closing connection {} (backend pid {}): evicted (evict_all) after {}",
+                    m_log->pool, m_id, pid, age);
+          break;
+        case close_reason::closed:
+          log.debug("pqxxpool[{}]: closing connection {} (backend pid {}): pool closed, age {}", m_log->pool,
+                    m_id, pid, age);
+          break;
+      }
+    }
+  } catch (...) {
+    // A failing sink must not keep the connection open or escape a destructor.
+  }
+  m_conn.reset();
+}
 
 pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shared_ptr<clock> clk,
                      std::uint64_t seed)
@@ -33,15 +108,21 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
       m_connect_spacing(m_cfg.max_connect_rate > 0
                             ? std::chrono::duration_cast<duration>(std::chrono::duration<double>(1.0 / m_cfg.max_connect_rate))
                             : duration::zero()),
+      m_leak_threshold(m_cfg.leak_detection_threshold),
+      m_log(make_log_context(m_cfg)),
       m_rng(seed != 0 ? seed : std::random_device{}()) {
   // Reserved once so that the hot path (idle push/pop) and publishing never allocate.
   m_slots.reserve(m_cfg.max_size);
   m_idle.reserve(m_cfg.max_size);
   m_reset_queue.reserve(m_cfg.max_size);
   m_backoff = m_cfg.connect_backoff_initial;
-  m_stats.name = m_cfg.name.empty() ? "default" : m_cfg.name;
+  m_stats.name = m_log->pool;
   m_stats.max_size = m_cfg.max_size;
   m_stats.min_idle = m_cfg.min_idle;
+  m_log->logger->info("pqxxpool[{}]: starting: max_size {}, min_idle {}, max_lifetime {}, acquire_timeout {}",
+                      m_log->pool, m_cfg.max_size, m_cfg.min_idle,
+                      m_cfg.max_lifetime.count() > 0 ? human(m_cfg.max_lifetime) : std::string("unlimited"),
+                      human(m_cfg.acquire_timeout));
   try {
     for (std::size_t i = 0; i < m_max_connecting; ++i) m_threads.emplace_back([this] { connect_loop(); });
     m_threads.emplace_back([this] { maintenance_loop(); });
@@ -95,7 +176,7 @@ bool pool_core::needs_validation(const slot& s, time_point coarse_now) const noe
   return m_cfg.validate_after_idle.count() == 0 || coarse_now - s.last_alive_at >= m_cfg.validate_after_idle;
 }
 
-std::unique_ptr<physical> pool_core::remove_slot_locked(slot* s, close_reason why) noexcept {
+retired pool_core::remove_slot_locked(slot* s, close_reason why) noexcept {
   switch (why) {
     case close_reason::max_lifetime: ++m_stats.closed_max_lifetime; break;
     case close_reason::idle: ++m_stats.closed_idle; break;
@@ -106,7 +187,8 @@ std::unique_ptr<physical> pool_core::remove_slot_locked(slot* s, close_reason wh
     case close_reason::closed: break;
   }
   if (s->replacement_requested && !s->replacement_made && m_replacements_wanted > 0) --m_replacements_wanted;
-  std::unique_ptr<physical> conn = std::move(s->conn);
+  // The coarse clock is enough for a log line's "after 54 min".
+  retired conn(std::move(s->conn), why, s->id, m_clock->coarse_now() - s->created_at, m_log);
   // Swap-remove from m_slots; the slot object dies here (its connection lives on in `conn`
   // until the caller drops it outside the lock).
   const std::size_t i = s->index;
@@ -120,7 +202,7 @@ std::unique_ptr<physical> pool_core::remove_slot_locked(slot* s, close_reason wh
   return conn;
 }
 
-slot* pool_core::pop_usable_idle_locked(time_point coarse_now, std::vector<std::unique_ptr<physical>>& doomed) {
+slot* pool_core::pop_usable_idle_locked(time_point coarse_now, doomed_list& doomed) {
   while (!m_idle.empty()) {
     slot* s = m_idle.back();
     m_idle.pop_back();
@@ -171,9 +253,10 @@ void pool_core::wake_idle_competitor_locked() noexcept {
   }
 }
 
-std::unique_ptr<physical> pool_core::put_back_locked(slot* s, time_point now) noexcept {
+retired pool_core::put_back_locked(slot* s, time_point now) noexcept {
   // s is counted in m_in_use. One that retired meanwhile (expired, evicted, pool closed) is
   // removed and returned for the caller to close outside the lock.
+  s->leased = false;
   if (m_closed) return remove_slot_locked(s, close_reason::closed);
   if (is_retired_locked(*s, now)) {
     const bool evicted = s->generation != m_generation;
@@ -188,7 +271,7 @@ std::unique_ptr<physical> pool_core::put_back_locked(slot* s, time_point now) no
     w->cv.notify_one();
     // It may have been woken to take an idle connection: that wake-up must not be lost.
     if (w->woken) wake_idle_competitor_locked();
-    return nullptr;
+    return {};
   }
   s->fresh = false;
   --m_in_use;
@@ -199,7 +282,28 @@ std::unique_ptr<physical> pool_core::put_back_locked(slot* s, time_point now) no
   if (m_cfg.idle_timeout.count() > 0 && m_idle.size() > m_cfg.min_idle &&
       m_idle.front()->last_used_at + m_cfg.idle_timeout < m_maint_wake)
     m_maint_cv.notify_one();
-  return nullptr;
+  return {};
+}
+
+void pool_core::mark_leased_locked(slot* s, time_point at, const source_location& where) noexcept {
+  s->leased = true;
+  s->leased_at = at;
+  if (m_leak_threshold == duration::zero()) return;  // leak detection off: nothing more
+  s->leak_reported = false;
+  s->leased_where = where;
+  // The maintenance thread sleeps until its next known deadline; wake it only if this lease
+  // could become a leak before then (usually once: later leases are due later).
+  if (at + m_leak_threshold < m_maint_wake) m_maint_cv.notify_one();
+}
+
+std::optional<pool_core::exhaustion_note> pool_core::exhaustion_report_due_locked(time_point coarse_now) noexcept {
+  if (total_locked() < m_cfg.max_size || coarse_now < m_next_exhaustion_report) return std::nullopt;
+  m_next_exhaustion_report = coarse_now + exhaustion_report_interval;
+  // The reporting acquire is counted when it starts over right after the report: include it.
+  exhaustion_note note{m_cfg.max_size, m_connecting, m_waiting,
+                       m_stats.pool_exhausted_count + 1 - m_exhausted_at_last_report};
+  m_exhausted_at_last_report = m_stats.pool_exhausted_count + 1;
+  return note;
 }
 
 pool_stats pool_core::snapshot_locked() const {
@@ -217,7 +321,7 @@ pool_stats pool_core::snapshot_locked() const {
 // ---------------------------------------------------------------------------------------------
 // acquire
 
-slot* pool_core::take_idle_locked(time_point coarse_now, std::vector<std::unique_ptr<physical>>& doomed) {
+slot* pool_core::take_idle_locked(time_point coarse_now, doomed_list& doomed) {
   // The fast path: one critical section, no allocation, the precise clock read only when
   // someone waits (to apply the fairness window).
   if (m_closed) throw pool_closed();
@@ -230,25 +334,38 @@ slot* pool_core::take_idle_locked(time_point coarse_now, std::vector<std::unique
   return s;
 }
 
-lease pool_core::acquire(std::chrono::milliseconds timeout) {
+lease pool_core::acquire(std::chrono::milliseconds timeout, source_location where) {
   std::optional<time_point> deadline;  // read from the precise clock only off the fast path
   for (;;) {
-    std::vector<std::unique_ptr<physical>> doomed;  // declared before the lock: closed after unlock
+    doomed_list doomed;  // declared before the lock: closed after unlock
     const time_point coarse_now = m_clock->coarse_now();
     slot* s = nullptr;
     bool validate = false;
+    std::optional<exhaustion_note> exhausted;  // set when the (rate-limited) exhaustion warning is due
     {
       std::unique_lock<std::mutex> lk(m_mu);
       s = take_idle_locked(coarse_now, doomed);
-      if (s == nullptr) {
+      if (s != nullptr) {
+        mark_leased_locked(s, m_cfg.precise_usage_timing ? m_clock->now() : coarse_now, where);
+        validate = needs_validation(*s, coarse_now);
+      } else if ((exhausted = exhaustion_report_due_locked(coarse_now))) {
+        // Logged outside the lock; then this acquire starts over (and is counted then).
+      } else {
         if (!deadline) deadline = deadline_after(m_clock->now(), timeout);
         s = wait_for_slot(lk, *deadline, doomed);
+        mark_leased_locked(s, m_cfg.precise_usage_timing ? m_clock->now() : m_clock->coarse_now(), where);
         validate = needs_validation(*s, m_clock->coarse_now());  // time passed while waiting
-      } else {
-        validate = needs_validation(*s, coarse_now);
       }
     }
     doomed.clear();
+    if (exhausted) {
+      m_log->logger->warn(
+          "pqxxpool[{}]: pool exhausted: all {} connections in use ({} connecting), {} threads waiting; "
+          "exhausted acquires since the previous report, this one included: {} (reported at most every {} s)",
+          m_log->pool, exhausted->max_size, exhausted->connecting, exhausted->waiting, exhausted->since_last,
+          exhaustion_report_interval.count());
+      continue;
+    }
     if (!validate) return lease(this, s);
     // The round trip counts against the caller's deadline; acquire(0) ("do not wait for a
     // connection to come free") still allows one validation round trip, like try_acquire().
@@ -259,9 +376,9 @@ lease pool_core::acquire(std::chrono::milliseconds timeout) {
   }
 }
 
-lease pool_core::try_acquire() {
+lease pool_core::try_acquire(source_location where) {
   for (;;) {
-    std::vector<std::unique_ptr<physical>> doomed;
+    doomed_list doomed;
     const time_point coarse_now = m_clock->coarse_now();
     slot* s = nullptr;
     bool validate = false;
@@ -272,6 +389,7 @@ lease pool_core::try_acquire() {
         if (total_locked() >= m_cfg.max_size) ++m_stats.pool_exhausted_count;
         return lease{};
       }
+      mark_leased_locked(s, m_cfg.precise_usage_timing ? m_clock->now() : coarse_now, where);
       validate = needs_validation(*s, coarse_now);
     }
     doomed.clear();
@@ -282,7 +400,7 @@ lease pool_core::try_acquire() {
 bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline) {
   // Runs on the caller's thread, outside the lock, within the caller's deadline.
   const time_point now = m_clock->now();
-  std::unique_ptr<physical> doomed;
+  retired doomed;
   if (deadline && *deadline <= now) {
     // No time left for a round trip: the connection is not known to be bad, so it goes back
     // untouched (the maintenance thread pings it later) and the caller times out.
@@ -316,7 +434,7 @@ bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline) {
 }
 
 slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point deadline,
-                               std::vector<std::unique_ptr<physical>>& doomed) {
+                               doomed_list& doomed) {
   if (m_cfg.max_waiting != 0 && m_waiting >= m_cfg.max_waiting) {
     ++m_stats.rejected_waiters;
     throw too_many_waiters(m_cfg.max_waiting);
@@ -387,10 +505,23 @@ void pool_core::give_back(slot* s, bool discard) noexcept {
   // libpq's status reads need no I/O; they run on the caller's thread, outside the lock.
   const return_state st = discard ? return_state::broken : s->conn->check_return();
   const time_point coarse_now = m_clock->coarse_now();
-  std::unique_ptr<physical> doomed;
+  const time_point usage_end = m_cfg.precise_usage_timing ? m_clock->now() : coarse_now;
+  retired doomed;
   bool last = false;
+  // A lease reported as a suspected leak: its return is logged too (copied under the lock,
+  // logged after it, when *this may already be gone).
+  std::shared_ptr<const log_context> leak_log;
+  leak_note leak{};
   {
     std::lock_guard<std::mutex> lk(m_mu);
+    if (s->leased) {
+      m_stats.usage.record(usage_end - s->leased_at);
+      s->leased = false;
+      if (s->leak_reported) {
+        leak_log = m_log;
+        leak = {s->id, s->leased_where, usage_end - s->leased_at};
+      }
+    }
     if (discard) {
       doomed = remove_slot_locked(s, close_reason::discarded);
     } else if (st == return_state::broken) {
@@ -410,6 +541,15 @@ void pool_core::give_back(slot* s, bool discard) noexcept {
   }
   // Nothing below may touch *this unless `last`: another thread's return may delete it.
   doomed.reset();
+  if (leak_log) {
+    try {
+      leak_log->logger->info("pqxxpool[{}]: connection {} leased at {}:{} came back after {} (was reported as a "
+                             "suspected leak)", leak_log->pool, leak.id, leak.where.file, leak.where.line,
+                             human(leak.held));
+    } catch (...) {
+      // give_back is noexcept: a failing sink loses the line, not the connection.
+    }
+  }
   if (last) delete this;
 }
 
@@ -451,11 +591,14 @@ pool_stats pool_core::stats() const {
 }
 
 void pool_core::evict_all() {
-  std::vector<std::unique_ptr<physical>> doomed;
+  doomed_list doomed;
+  std::uint64_t generation = 0;
+  std::size_t leased = 0, connecting = 0;
   {
     std::lock_guard<std::mutex> lk(m_mu);
     if (m_closed) return;
     ++m_generation;
+    doomed.reserve(m_idle.size());
     while (!m_idle.empty()) {
       slot* s = m_idle.back();
       m_idle.pop_back();
@@ -463,15 +606,25 @@ void pool_core::evict_all() {
       doomed.push_back(remove_slot_locked(s, close_reason::evicted));
     }
     if (connect_needed_locked()) wake_connectors_locked();
+    generation = m_generation;
+    leased = m_in_use;
+    connecting = m_connecting;
   }
+  m_log->logger->info("pqxxpool[{}]: evict_all: generation {}; closing {} idle connections, {} in use close on "
+                      "return, {} connects in flight are discarded", m_log->pool, generation, doomed.size(), leased,
+                      connecting);
 }
 
 void pool_core::close() {
-  std::vector<std::unique_ptr<physical>> doomed;
+  doomed_list doomed;
+  bool closing_now = false;
+  std::size_t leased = 0;
   {
     std::lock_guard<std::mutex> lk(m_mu);
     if (!m_closed) {
       m_closed = true;
+      closing_now = true;
+      doomed.reserve(m_idle.size());
       while (!m_idle.empty()) {
         slot* s = m_idle.back();
         m_idle.pop_back();
@@ -482,8 +635,12 @@ void pool_core::close() {
       m_connect_cv.notify_all();  // every worker must exit
       m_maint_cv.notify_all();
       m_ready_cv.notify_all();
+      leased = m_in_use;
     }
   }
+  if (closing_now)
+    m_log->logger->info("pqxxpool[{}]: closing: {} idle connections close now, {} in use close on return",
+                        m_log->pool, doomed.size(), leased);
   doomed.clear();
   std::call_once(m_join_once, [this] {
     for (std::thread& t : m_threads)
@@ -534,19 +691,35 @@ void pool_core::connect_loop() {
     }
     if (!conn && failure.message.empty()) failure.message = "connector returned no connection";
     const time_point done = m_clock->now();
+    const duration took = done - start;
+    std::uint64_t id = 0;
+    if (conn) {
+      id = m_next_id.fetch_add(1, std::memory_order_relaxed);
+      try {
+        m_log->logger->debug("pqxxpool[{}]: connection {} opened in {} (backend pid {})", m_log->pool, id,
+                             human(took), conn->backend_pid());
+      } catch (...) {
+        // A failing sink must not lose the connection.
+      }
+    }
 
-    std::unique_ptr<physical> doomed;
+    retired doomed;
+    std::uint64_t failures_before = 0;  // consecutive failures this success ends
+    duration retry_in{};                // after a failure: when the next attempt may start
     lk.lock();
     --m_connecting;
     if (conn) {
       ++m_stats.connections_created;
+      m_stats.connect_time.record(took);
+      failures_before = std::exchange(m_connect_failures_in_row, 0);
       m_backoff = m_cfg.connect_backoff_initial;
       m_next_connect_at = time_point{};
       if (m_closed || generation != m_generation) {
         if (!m_closed) ++m_stats.evicted;
-        doomed = std::move(conn);
+        doomed = retired(std::move(conn), m_closed ? close_reason::closed : close_reason::evicted, id, took, m_log);
       } else {
         auto s = std::make_unique<slot>();
+        s->id = id;
         s->conn = std::move(conn);
         s->created_at = m_clock->now();  // read under the lock: the time it becomes available
         if (m_cfg.max_lifetime.count() > 0) {
@@ -577,22 +750,36 @@ void pool_core::connect_loop() {
       }
     } else {
       ++m_stats.connect_errors;
+      ++m_connect_failures_in_row;
       failure.time = std::chrono::system_clock::now();
-      m_stats.last_error = std::move(failure);
+      m_stats.last_error = failure;  // copied: `failure` is logged below, after unlocking
       m_next_connect_at = done + m_backoff;
+      retry_in = m_backoff;
       m_backoff = std::min<duration>(m_backoff * 2, m_cfg.connect_backoff_max);
     }
     m_ready_cv.notify_all();
-    if (doomed) {
-      lk.unlock();
-      doomed.reset();
-      lk.lock();
+    const std::uint64_t failures_in_row = m_connect_failures_in_row;
+    lk.unlock();
+    // Logging and closing, outside the lock.
+    doomed.reset();
+    try {
+      if (!failure.message.empty()) {
+        m_log->logger->warn("pqxxpool[{}]: connect failed{}{} (failure {} in a row; next attempt in {} at the "
+                            "earliest): {}", m_log->pool, failure.sqlstate.empty() ? "" : " with SQLSTATE ",
+                            failure.sqlstate, failures_in_row, human(retry_in), failure.message);
+      } else if (failures_before > 0) {
+        m_log->logger->info("pqxxpool[{}]: connected again after {} failed attempts", m_log->pool,
+                            failures_before);
+      }
+    } catch (...) {
+      // A failing sink loses the line, not the connect worker.
     }
+    lk.lock();
   }
 }
 
-time_point pool_core::maintenance_sweep_locked(time_point now, std::vector<std::unique_ptr<physical>>& doomed,
-                                               std::vector<slot*>& to_ping) {
+time_point pool_core::maintenance_sweep_locked(time_point now, doomed_list& doomed, std::vector<slot*>& to_ping,
+                                               std::vector<leak_note>& leaks) {
   time_point next = m_cfg.health_check_period.count() > 0 ? now + m_cfg.health_check_period : time_point::max();
   auto take_idle_at = [this](std::size_t i) {
     slot* s = m_idle[i];
@@ -639,6 +826,21 @@ time_point pool_core::maintenance_sweep_locked(time_point now, std::vector<std::
       if (s->expires_at > now) next = std::min(next, s->expires_at);
     }
   }
+  // Leak detection: each lease held past the threshold is reported once; otherwise wake up when
+  // the oldest unreported lease could cross it (mark_leased_locked wakes us for earlier ones).
+  if (m_leak_threshold > duration::zero()) {
+    for (const auto& s : m_slots) {
+      if (!s->leased || s->leak_reported) continue;
+      const time_point due = s->leased_at + m_leak_threshold;
+      if (now >= due) {
+        s->leak_reported = true;
+        ++m_stats.leaks_suspected;
+        leaks.push_back({s->id, s->leased_where, now - s->leased_at});  // capacity reserved
+      } else {
+        next = std::min(next, due);
+      }
+    }
+  }
   if (connect_needed_locked()) wake_connectors_locked();
   return next;
 }
@@ -649,21 +851,24 @@ void pool_core::maintenance_loop() {
   resets.reserve(m_cfg.max_size);
   std::vector<slot*> to_ping;
   to_ping.reserve(m_cfg.max_size);
-  std::vector<std::unique_ptr<physical>> doomed;
+  doomed_list doomed;
   doomed.reserve(m_cfg.max_size);
+  std::vector<leak_note> leaks;  // never more than max_size: each slot is reported once per lease
+  leaks.reserve(m_cfg.max_size);
   for (;;) {
     resets.assign(m_reset_queue.begin(), m_reset_queue.end());
     m_reset_queue.clear();  // keeps its capacity: give_back never allocates under the lock
     to_ping.clear();
+    leaks.clear();
     if (m_closed) {
       for (slot* s : resets) doomed.push_back(remove_slot_locked(s, close_reason::closed));
       lk.unlock();
       return;  // doomed closes here
     }
     const time_point now = m_clock->now();
-    const time_point next = maintenance_sweep_locked(now, doomed, to_ping);
+    const time_point next = maintenance_sweep_locked(now, doomed, to_ping, leaks);
     m_pinging = to_ping.size();
-    if (doomed.empty() && resets.empty() && to_ping.empty()) {
+    if (doomed.empty() && resets.empty() && to_ping.empty() && leaks.empty()) {
       m_maint_wake = next;
       m_clock->wait_until(m_maint_cv, lk, next);
       m_maint_wake = time_point::min();  // awake: no one needs to notify
@@ -671,10 +876,19 @@ void pool_core::maintenance_loop() {
     }
     lk.unlock();
     doomed.clear();
+    for (const leak_note& leak : leaks) {
+      try {
+        m_log->logger->warn("pqxxpool[{}]: possible connection leak: connection {} leased at {}:{} has been held "
+                            "for {} (leak_detection_threshold {})", m_log->pool, leak.id, leak.where.file,
+                            leak.where.line, human(leak.held), human(m_leak_threshold));
+      } catch (...) {
+        // A failing sink loses the line, not the maintenance thread.
+      }
+    }
     // Pings first (those connections are idle ones callers may want), then rollbacks/resets,
     // one connection at a time, outside the lock. close() stops the batch between items.
     auto settle = [&](slot* s, bool ok, close_reason why, bool pinged) {
-      std::unique_ptr<physical> gone;
+      retired gone;
       lk.lock();
       if (pinged) --m_pinging;
       if (ok) {

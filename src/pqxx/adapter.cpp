@@ -300,6 +300,11 @@ class pooled_physical final : public core::physical {
 
   connection* user_connection() noexcept override { return m_conn.get(); }
 
+  int backend_pid() noexcept override {
+    PGconn* const conn = m_conn->handle();
+    return conn != nullptr ? PQbackendPID(conn) : 0;
+  }
+
  private:
   std::unique_ptr<pooled_connection> m_conn;  // its destructor closes the connection
 };

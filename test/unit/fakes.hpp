@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <spdlog/logger.h>
 
 #include "core/clock.hpp"
 #include "core/connector.hpp"
@@ -124,6 +125,7 @@ class fake_physical final : public core::physical {
     return !m_state->broken;
   }
   connection* user_connection() noexcept override { return nullptr; }
+  int backend_pid() noexcept override { return 1000 + m_state->id; }
   fake_state& state() { return *m_state; }
 
  private:
@@ -223,6 +225,8 @@ struct fake_pool {
   explicit fake_pool(pool_config cfg, const std::function<void(fake_connector&)>& setup = {},
                      std::uint64_t seed = 42) {
     cfg.validate();
+    // Quiet unless the test brings its own logger: a logger without sinks drops every line.
+    if (!cfg.logger) cfg.logger = std::make_shared<spdlog::logger>("quiet");
     auto c = std::make_unique<fake_connector>(clock);
     connector = c.get();
     if (setup) setup(*c);

@@ -32,6 +32,10 @@ pool_stats sample_stats(const std::string& name) {
   s.acquire_wait.record(0ns);
   s.acquire_wait.record(3us);
   s.acquire_wait.record(2ms);
+  s.usage.record(40ms);
+  s.usage.record(3s);
+  s.connect_time.record(12ms);
+  s.leaks_suspected = 1;
   s.last_error.message = "FATAL:  28P01: password authentication failed";
   s.last_error.sqlstate = "28P01";
   s.last_error.time = std::chrono::system_clock::now();
@@ -56,6 +60,19 @@ TEST(prometheus, one_pool_has_gauges_counters_and_a_cumulative_histogram) {
       << "buckets are cumulative";
   EXPECT_NE(text.find("pqxxpool_acquire_seconds_count{pool=\"orders\"} 3\n"), std::string::npos);
   EXPECT_EQ(count_of(text, "# TYPE pqxxpool_acquire_seconds histogram\n"), 1u);
+}
+
+TEST(prometheus, usage_and_connect_time_histograms_and_the_leak_counter) {
+  const std::string text = to_prometheus(sample_stats("orders"));
+  EXPECT_EQ(count_of(text, "# TYPE pqxxpool_usage_seconds histogram\n"), 1u) << text;
+  EXPECT_EQ(count_of(text, "# TYPE pqxxpool_connect_seconds histogram\n"), 1u) << text;
+  EXPECT_NE(text.find("pqxxpool_usage_seconds_count{pool=\"orders\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("pqxxpool_usage_seconds_sum{pool=\"orders\"} 3.04\n"), std::string::npos) << text;
+  // 40 ms lies in (32.768 ms, 65.536 ms]: the bucket le=0.065536 holds it, le=0.032768 does not.
+  EXPECT_NE(text.find("pqxxpool_usage_seconds_bucket{pool=\"orders\",le=\"0.032768\"} 0\n"), std::string::npos);
+  EXPECT_NE(text.find("pqxxpool_usage_seconds_bucket{pool=\"orders\",le=\"0.065536\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("pqxxpool_connect_seconds_count{pool=\"orders\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("pqxxpool_leaks_suspected_total{pool=\"orders\"} 1\n"), std::string::npos) << text;
 }
 
 TEST(prometheus, several_pools_share_each_family_once_and_names_must_differ) {
@@ -90,6 +107,10 @@ TEST(json, carries_gauges_counters_histogram_and_last_error) {
   EXPECT_EQ(j["acquire_wait"]["count"], 3);
   EXPECT_GT(j["acquire_wait"]["p99_seconds"].get<double>(), 1e-3);
   EXPECT_EQ(j["acquire_wait"]["buckets"].back()["le"], "+Inf");
+  EXPECT_EQ(j["usage"]["count"], 2);
+  EXPECT_DOUBLE_EQ(j["usage"]["max_seconds"].get<double>(), 3.0);
+  EXPECT_EQ(j["connect_time"]["count"], 1);
+  EXPECT_EQ(j["counters"]["leaks_suspected"], 1);
   EXPECT_EQ(j["last_error"]["sqlstate"], "28P01");
   pool_stats clean = sample_stats("x");
   clean.last_error = {};
