@@ -4,6 +4,9 @@
 //   cycle    acquire + release of an idle connection, no query. Pool of 4, all 4 open up front;
 //            1, 4 and 16 threads.
 //   select1  acquire, pqxx::nontransaction exec "SELECT 1", release. Pool of 4; 1, 4, 16 threads.
+//   cycle/pqxxpool_precise_usage, cycle/pqxxpool_leak_detection  the 1-thread cycle of pools
+//            with precise_usage_timing on, and with leak_detection_threshold 60 s: their cost.
+//   histogram/record  one histogram::record (an acquire+release records two values).
 // Times are wall-clock (UseRealTime) per operation over all threads; items_per_second is the
 // total throughput of all threads; vcsw/op and ivcsw/op are the benchmark threads' voluntary
 // (blocked) and involuntary (preempted) context switches per operation.
@@ -43,11 +46,31 @@ constexpr milliseconds max_lifetime{55 * 60 * 1000};
 // Created in main() before any benchmark runs, destroyed after the last one: every benchmark
 // thread shares them, and no benchmark pays for connecting.
 pqxxpool::pool* g_pqxxpool = nullptr;
+pqxxpool::pool* g_precise = nullptr;  // precise_usage_timing = true
+pqxxpool::pool* g_leaks = nullptr;    // leak_detection_threshold = 60 s
 naive::pool* g_naive = nullptr;
 
 struct use_pqxxpool {
   static pqxxpool::lease acquire() { return g_pqxxpool->acquire(acquire_timeout); }
 };
+struct use_precise {
+  static pqxxpool::lease acquire() { return g_precise->acquire(acquire_timeout); }
+};
+struct use_leak_detection {
+  static pqxxpool::lease acquire() { return g_leaks->acquire(acquire_timeout); }
+};
+
+// The cost of recording one value (the pool records acquire_wait and usage per cycle).
+void bm_histogram_record(benchmark::State& state) {
+  pqxxpool::histogram h;
+  std::int64_t ns = 0;
+  for (auto _ : state) {
+    ns = (ns * 7 + 12'345) % 50'000'000;  // spread over ~25 buckets, cheap to compute
+    h.record(std::chrono::nanoseconds(ns));
+    benchmark::DoNotOptimize(h);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
 struct use_naive {
   static naive::handle acquire() { return g_naive->acquire(acquire_timeout); }
 };
@@ -113,6 +136,9 @@ void register_benchmarks() {
     benchmark::RegisterBenchmark("cycle/pqxxpool", bm_cycle<use_pqxxpool>)->Threads(threads)->UseRealTime();
     benchmark::RegisterBenchmark("cycle/naive", bm_cycle<use_naive>)->Threads(threads)->UseRealTime();
   }
+  benchmark::RegisterBenchmark("cycle/pqxxpool_precise_usage", bm_cycle<use_precise>)->Threads(1)->UseRealTime();
+  benchmark::RegisterBenchmark("cycle/pqxxpool_leak_detection", bm_cycle<use_leak_detection>)->Threads(1)->UseRealTime();
+  benchmark::RegisterBenchmark("histogram/record", bm_histogram_record);
   for (const int threads : {1, 4, 16}) {
     benchmark::RegisterBenchmark("select1/pqxxpool", bm_select1<use_pqxxpool>)->Threads(threads)->UseRealTime();
     benchmark::RegisterBenchmark("select1/naive", bm_select1<use_naive>)->Threads(threads)->UseRealTime();
@@ -171,6 +197,17 @@ int main(int argc, char** argv) {
     cfg.health_check_period = milliseconds{3'600'000};  // no background pings during the run
     auto px = std::make_unique<pqxxpool::pool>(cfg);
     px->wait_ready(milliseconds{30'000});
+    // Two more small pools for the cost of the optional timing and of leak detection.
+    cfg.max_size = cfg.min_idle = 1;
+    cfg.name = "bench_precise";
+    cfg.precise_usage_timing = true;
+    auto precise = std::make_unique<pqxxpool::pool>(cfg);
+    cfg.name = "bench_leaks";
+    cfg.precise_usage_timing = false;
+    cfg.leak_detection_threshold = milliseconds{60'000};
+    auto leaks = std::make_unique<pqxxpool::pool>(cfg);
+    precise->wait_ready(milliseconds{30'000});
+    leaks->wait_ready(milliseconds{30'000});
 
     auto nv = std::make_unique<naive::pool>(conninfo, pool_size, max_lifetime);
     std::string server;
@@ -189,12 +226,14 @@ int main(int argc, char** argv) {
     benchmark::AddCustomContext("hardware_concurrency", std::to_string(std::thread::hardware_concurrency()));
 
     g_pqxxpool = px.get();
+    g_precise = precise.get();
+    g_leaks = leaks.get();
     g_naive = nv.get();
     register_benchmarks();
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     print_stats(px->stats());
-    g_pqxxpool = nullptr;
+    g_pqxxpool = g_precise = g_leaks = nullptr;
     g_naive = nullptr;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pqxxpool_bench: %s\n", e.what());

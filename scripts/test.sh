@@ -77,6 +77,9 @@ mkdir -p "$LOG_DIR"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
+# The secret scan of the integration tests' log (pqxxpool_logs_hold_no_secrets) also checks that
+# the risky paths (failed connects, refused tokens) were logged at all: this runs every test.
+export PQXXPOOL_TEST_REQUIRE_FULL_LOG=1
 if [[ -f "$ROOT/test/support/lsan.supp" ]]; then
     export LSAN_OPTIONS="suppressions=$ROOT/test/support/lsan.supp"
 fi

@@ -300,7 +300,7 @@ std::optional<pool_core::exhaustion_note> pool_core::exhaustion_report_due_locke
   if (total_locked() < m_cfg.max_size || coarse_now < m_next_exhaustion_report) return std::nullopt;
   m_next_exhaustion_report = coarse_now + exhaustion_report_interval;
   // The reporting acquire is counted when it starts over right after the report: include it.
-  exhaustion_note note{m_cfg.max_size, m_connecting, m_waiting,
+  exhaustion_note note{m_cfg.max_size, m_in_use, m_connecting, m_waiting,
                        m_stats.pool_exhausted_count + 1 - m_exhausted_at_last_report};
   m_exhausted_at_last_report = m_stats.pool_exhausted_count + 1;
   return note;
@@ -360,9 +360,10 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
     doomed.clear();
     if (exhausted) {
       m_log->logger->warn(
-          "pqxxpool[{}]: pool exhausted: all {} connections in use ({} connecting), {} threads waiting; "
+          "pqxxpool[{}]: pool exhausted: at max_size {} ({} in use, {} connecting), {} threads waiting; "
           "exhausted acquires since the previous report, this one included: {} (reported at most every {} s)",
-          m_log->pool, exhausted->max_size, exhausted->connecting, exhausted->waiting, exhausted->since_last,
+          m_log->pool, exhausted->max_size, exhausted->in_use, exhausted->connecting, exhausted->waiting,
+          exhausted->since_last,
           exhaustion_report_interval.count());
       continue;
     }
@@ -519,7 +520,8 @@ void pool_core::give_back(slot* s, bool discard) noexcept {
       s->leased = false;
       if (s->leak_reported) {
         leak_log = m_log;
-        leak = {s->id, s->leased_where, usage_end - s->leased_at};
+        // The precise clock here (a rare path): the coarse one could say "after 0 µs".
+        leak = {s->id, s->leased_where, m_clock->now() - s->leased_at};
       }
     }
     if (discard) {

@@ -159,7 +159,7 @@ class pool_core {
   [[nodiscard]] retired put_back_locked(slot* s, time_point now) noexcept;
   void mark_leased_locked(slot* s, time_point at, const source_location& where) noexcept;
   struct exhaustion_note {  // what the exhaustion warning says, taken under the lock
-    std::size_t max_size, connecting, waiting;
+    std::size_t max_size, in_use, connecting, waiting;
     std::uint64_t since_last;  // exhaustion events since the previous warning
   };
   std::optional<exhaustion_note> exhaustion_report_due_locked(time_point coarse_now) noexcept;

@@ -258,7 +258,10 @@ class pooled_connection final : public pqxx::connection_base {
 
 class pooled_physical final : public core::physical {
  public:
-  explicit pooled_physical(std::unique_ptr<pooled_connection> conn) noexcept : m_conn{std::move(conn)} {}
+  // The backend pid is read now: libpq reports 0 once the connection has gone bad, which is
+  // exactly when a log line about its closing needs it.
+  explicit pooled_physical(std::unique_ptr<pooled_connection> conn) noexcept
+      : m_conn{std::move(conn)}, m_backend_pid{m_conn->handle() != nullptr ? PQbackendPID(m_conn->handle()) : 0} {}
 
   core::return_state check_return() noexcept override {
     PGconn* const conn = m_conn->handle();
@@ -300,13 +303,11 @@ class pooled_physical final : public core::physical {
 
   connection* user_connection() noexcept override { return m_conn.get(); }
 
-  int backend_pid() noexcept override {
-    PGconn* const conn = m_conn->handle();
-    return conn != nullptr ? PQbackendPID(conn) : 0;
-  }
+  int backend_pid() noexcept override { return m_backend_pid; }
 
  private:
   std::unique_ptr<pooled_connection> m_conn;  // its destructor closes the connection
+  const int m_backend_pid;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 
 #include "pqxxpool/aws/dsql.hpp"
 #include "pqxxpool/dsql_pool.hpp"
+#include "secrets.hpp"
 #include "server.hpp"
 
 namespace pqxxpool::itest {
@@ -18,7 +19,7 @@ namespace {
 
 const char* const cluster = "testcluster.dsql.us-east-1.on.aws";
 const char* const access_key = "AKIDPQXXPOOLITEST000";
-const char* const secret_key = "itest-secret-key-not-an-aws-key-0123456789";
+const char* const secret_key = secrets::dsql_secret_key;
 
 class dsql_emulator : public ::testing::Test {
  protected:
@@ -63,6 +64,7 @@ class dsql_emulator : public ::testing::Test {
     try {
       p.wait_ready(3s);
     } catch (const connect_error& e) {
+      log_caught(e);
       return e.what();
     }
     return "connected";
@@ -124,7 +126,7 @@ TEST_F(dsql_emulator, workload_with_the_token_cache_on) {
 
 TEST_F(dsql_emulator, wrongly_signed_token_is_refused_with_a_hint_and_no_secret) {
   dsql::config cfg = tunnel_config();
-  const std::string wrong_secret = "wrong-secret-for-the-itest-0000000000000";
+  const std::string wrong_secret = secrets::dsql_wrong_secret_key;
   cfg.credentials = std::make_shared<aws::static_credentials>(aws::credentials{access_key, wrong_secret, "", {}});
   const std::string message = connect_failure(dsql::make_pool_config(cfg));
   EXPECT_NE(message.find("access denied"), std::string::npos) << message;

@@ -181,8 +181,8 @@ TEST(pool_integration, pool_recovers_by_itself_after_a_server_restart_under_load
 
 TEST(pool_integration, password_rotation_through_before_connect) {
   const std::string user = env("PQXXPOOL_TEST_ROTATION_USER");
-  const std::string initial = "rotation-initial-password-1";
-  const std::string rotated = "rotation-rotated-password-2";
+  const std::string initial = secrets::rotation_initial;
+  const std::string rotated = secrets::rotation_rotated;
   admin_query("ALTER ROLE " + user + " PASSWORD '" + initial + "'");
 
   std::mutex secret_mu;
@@ -231,7 +231,7 @@ TEST(pool_integration, password_rotation_through_before_connect) {
 }
 
 TEST(pool_integration, wrong_password_gives_acquire_timeout_with_sqlstate_and_no_secret) {
-  const std::string secret = "definitely-not-the-password-7f3a";
+  const std::string secret = secrets::wrong_password;
   pool_config cfg = app_config("itest_badpw");
   cfg.max_size = 1;
   cfg.min_idle = 0;
@@ -241,6 +241,7 @@ TEST(pool_integration, wrong_password_gives_acquire_timeout_with_sqlstate_and_no
     lease c = p.acquire(2s);
     FAIL() << "connected with a wrong password";
   } catch (const acquire_timeout_error& e) {
+    log_caught(e);
     EXPECT_EQ(e.last_connect_error().sqlstate, "28P01");
     EXPECT_NE(std::string(e.what()).find("password authentication failed"), std::string::npos) << e.what();
     EXPECT_EQ(std::string(e.what()).find(secret), std::string::npos);
@@ -250,6 +251,7 @@ TEST(pool_integration, wrong_password_gives_acquire_timeout_with_sqlstate_and_no
     p.wait_ready(1s);
     FAIL() << "wait_ready succeeded with a wrong password";
   } catch (const connect_error& e) {
+    log_caught(e);
     EXPECT_EQ(e.sqlstate(), "28P01");
     EXPECT_EQ(std::string(e.what()).find(secret), std::string::npos);
   }

@@ -13,7 +13,7 @@ namespace pqxxpool::itest {
 namespace {
 
 const char* const occ_user = "occ_tester";
-const char* const occ_password = "occ-tester-password-3c1d";
+const char* const occ_password = secrets::occ_password;
 
 /// A pool for a role whose default isolation is REPEATABLE READ, and a one-row counter table.
 pool_config occ_config(const std::string& application_name) {

@@ -9,8 +9,10 @@
 
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
+#include <spdlog/spdlog.h>
 
 #include "pqxxpool/pqxxpool.hpp"
+#include "secrets.hpp"
 
 namespace pqxxpool::itest {
 
@@ -26,6 +28,10 @@ inline std::string env(const char* name) {
   }
   return v;
 }
+
+/// Logs a caught error's message through spdlog's default logger (the suite's captured log), so
+/// that log_scan_test.cpp checks error messages for secrets too.
+inline void log_caught(const std::exception& e) { spdlog::info("test caught: {}", e.what()); }
 
 /// A pool_config for the app role over TLS (verify-full), tagged with an application_name so a
 /// test can count its own backends on the server.

@@ -27,6 +27,8 @@
 #include <unistd.h>
 
 #include <pqxx/nontransaction>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "commands.hpp"
 #include "duration.hpp"
@@ -82,6 +84,8 @@ struct demo_options {
   milliseconds acquire_timeout{5'000};
   milliseconds max_lifetime = pqxxpool::pool_config{}.max_lifetime;
   std::string metrics_listen;  // HOST:PORT for the metrics endpoint; empty = none
+  std::string log_level = "warn";  // the pool's log lines at this level and above go to stderr
+  milliseconds leak_detection_threshold{0};
 };
 
 constexpr milliseconds ready_timeout{5'000};
@@ -205,6 +209,15 @@ void print_final(const pqxxpool::pool_stats& s, double elapsed_s, load_counters&
   std::printf("    p50                       %.2f ms\n", to_ms(w.p50()));
   std::printf("    p99                       %.2f ms\n", to_ms(w.p99()));
   std::printf("    max                       %.2f ms\n", to_ms(w.max_seconds));
+  const auto print_histogram = [](const char* title, const pqxxpool::histogram& h) {
+    std::printf("  %s\n", title);
+    std::printf("    count                     %" PRIu64 "\n", h.count);
+    std::printf("    mean                      %.2f ms\n", h.count > 0 ? to_ms(h.sum_seconds / static_cast<double>(h.count)) : 0.0);
+    std::printf("    p50 / p99 / max           %.2f / %.2f / %.2f ms\n", to_ms(h.p50()), to_ms(h.p99()), to_ms(h.max_seconds));
+  };
+  print_histogram("usage (lease held; coarse clock)", s.usage);
+  print_histogram("connect time", s.connect_time);
+  std::printf("  leaks suspected             %" PRIu64 "\n", s.leaks_suspected);
   std::printf("  queries\n");
   std::printf("    ok                        %" PRIu64 "\n", ok);
   std::printf("    failed                    %" PRIu64 "\n", failed);
@@ -234,6 +247,11 @@ pqxxpool::pool_config demo_config(const demo_options& opt) {
   base.min_idle = opt.min_idle;
   base.acquire_timeout = opt.acquire_timeout;
   base.max_lifetime = opt.max_lifetime;
+  base.leak_detection_threshold = opt.leak_detection_threshold;
+  // The pool's log goes to stderr, so it never mixes into the statistics on stdout.
+  base.logger = std::make_shared<spdlog::logger>("pqxxpool", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  base.logger->set_level(spdlog::level::from_str(opt.log_level));
+  base.logger->set_pattern("[%H:%M:%S.%e] [%l] %v");
   if (opt.dsql_url.empty()) {
     base.conninfo = opt.conninfo;
     return base;
@@ -407,6 +425,11 @@ command add_demo_command(CLI::App& app) {
                       "How long a worker waits for a connection (0 = fail at once)");
   add_duration_option(*sub, "--max-lifetime", opt->max_lifetime,
                       "Retire connections after this long (0 = never)");
+  add_duration_option(*sub, "--leak-detection", opt->leak_detection_threshold,
+                      "Log leases held longer than this as suspected leaks (0 = off)");
+  sub->add_option("--log-level", opt->log_level, "The pool's log lines at this level and above go to stderr")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
 #ifdef PQXXPOOL_WITH_HTTP
   sub->add_option("--metrics-listen", opt->metrics_listen,
                   "Serve /metrics (Prometheus), /stats (JSON) and /healthz on HOST:PORT while the demo runs "
