@@ -1,6 +1,9 @@
 #include "pqxxpool/errors.hpp"
 
 #include <string>
+#include <string_view>
+
+#include "pqxxpool/dsql_pool.hpp"
 
 namespace pqxxpool {
 
@@ -32,6 +35,24 @@ pool_closed::pool_closed() : error("pqxxpool: the pool is closed") {}
 
 too_many_waiters::too_many_waiters(std::size_t max_waiting)
     : error("pqxxpool: too many threads waiting for a connection (max_waiting = " + std::to_string(max_waiting) + ")") {}
+
+std::string connect_hint(std::string_view message) {
+  // libpq's texts (strerror's for a refused TCP connect), matched as libpq 15 writes them.
+  const auto has = [message](std::string_view text) { return message.find(text) != std::string_view::npos; };
+  if (has("Connection refused"))
+    return "nothing accepts connections at that address and port: is the tunnel up (the SSH/SSM port "
+           "forward running, listening on the port connected to)? Without a tunnel: is the server running "
+           "and listening on that address?";
+  if (has("password authentication failed"))
+    return "the server rejected the password: it is wrong for this user (check the URL, PGPASSWORD, "
+           "~/.pgpass), or it is an RDS IAM token sent to a user who logs in with a password (such users "
+           "need the rds_iam role)";
+  if (has("does not match host name"))
+    return "sslmode=verify-full checks the server's certificate against host: host must be a name on the "
+           "certificate (the server's DNS name, not an IP address or a tunnel's name). Through a tunnel, set "
+           "host to that name and hostaddr to the tunnel's address";
+  return dsql::hint_for(message);  // SNI, access denied, DSQL's connection limits
+}
 
 token_error::token_error(std::string source, const std::string& message)
     : error("pqxxpool: IAM token: " + source + ": " + message), m_source(std::move(source)) {}

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "pqxxpool/stats.hpp"
 
@@ -82,5 +83,18 @@ class token_error : public error {
  private:
   std::string m_source;
 };
+
+/// A hint for a failed connect's message (libpq's English text, verbose or not), or "" when none
+/// applies. Covers the usual mistakes of connecting through a tunnel:
+/// - "Connection refused": nothing listens there; is the tunnel up, on the port connected to?
+/// - "password authentication failed": a wrong password, or an RDS IAM token sent to a user who
+///   authenticates with a password;
+/// - "does not match host name": with sslmode=verify-full, host must be a name on the server's
+///   certificate (connect through a tunnel with host = that name, hostaddr = the tunnel);
+/// - and, through dsql::hint_for, Aurora DSQL's "sni" (set host to the endpoint and hostaddr to
+///   the tunnel), "access denied" (token expired, wrong action for the user, region), 53300 and
+///   53400.
+/// `pqxxpool check` prints it under the error. Throws std::bad_alloc only.
+[[nodiscard]] std::string connect_hint(std::string_view message);
 
 }  // namespace pqxxpool

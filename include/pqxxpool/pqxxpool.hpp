@@ -6,6 +6,7 @@
 #include "pqxxpool/config.hpp"
 #include "pqxxpool/dsql_pool.hpp"
 #include "pqxxpool/errors.hpp"
+#include "pqxxpool/health.hpp"
 #include "pqxxpool/metrics.hpp"
 #ifdef PQXXPOOL_WITH_HTTP  // defined by the pqxxpool target when built with the metrics server
 #include "pqxxpool/metrics_server.hpp"

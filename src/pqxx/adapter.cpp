@@ -140,11 +140,14 @@ wait_result wait_socket(PGconn* conn, short events, core::time_point deadline) n
 }
 
 // Sends `sql` and collects its results without ever blocking past `deadline`. True only if
-// exactly one result with status `expected` arrived and nothing failed. The connection is put in
-// non-blocking mode for the round trip; blocking mode (which libpqxx relies on) is restored only
-// on success, because restoring it flushes unsent output and could block. On failure the pool
-// closes the connection anyway, and a non-blocking PQfinish cannot hang.
-bool round_trip(PGconn* conn, const char* sql, ExecStatusType expected, core::time_point deadline) noexcept {
+// exactly one result with status `expected` arrived and nothing failed; `first`, when given,
+// receives the first result (matching or not). The connection is put in non-blocking mode for the
+// round trip; blocking mode (which libpqxx relies on) is restored only once every result is in
+// (success, or a statement the server rejected), because restoring it earlier flushes unsent
+// output and could block. After a timeout or a lost connection the caller closes the connection,
+// and a non-blocking PQfinish cannot hang.
+bool round_trip(PGconn* conn, const char* sql, ExecStatusType expected, core::time_point deadline,
+                pgresult_ptr* first = nullptr) noexcept {
   if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
   if (PQsetnonblocking(conn, 1) != 0) return false;
   if (PQsendQuery(conn, sql) == 0) return false;
@@ -164,16 +167,19 @@ bool round_trip(PGconn* conn, const char* sql, ExecStatusType expected, core::ti
       if (wait_socket(conn, POLLIN, deadline) != wait_result::ready) return false;
       if (PQconsumeInput(conn) == 0) return false;
     }
-    const pgresult_ptr res{PQgetResult(conn)};
+    pgresult_ptr res{PQgetResult(conn)};
     if (!res) break;
     if (PQresultStatus(res.get()) == expected) {
       ++matching;
     } else {
       ok = false;  // keep draining so the connection is left in a consistent state
     }
+    if (first != nullptr && !*first) *first = std::move(res);
   }
-  if (!ok || matching != 1 || PQstatus(conn) != CONNECTION_OK) return false;
-  return PQsetnonblocking(conn, 0) == 0;
+  // Every result is in and all output was flushed above, so leaving non-blocking mode cannot
+  // block: a statement the server rejected leaves a usable connection behind.
+  if (PQstatus(conn) != CONNECTION_OK || PQsetnonblocking(conn, 0) != 0) return false;
+  return ok && matching == 1;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -507,6 +513,52 @@ std::unique_ptr<core::connector> make_connector(const pool_config& cfg, connect_
 }
 
 int libpq_version() noexcept { return PQlibVersion(); }
+
+::pg_conn* native_handle(connection& conn) noexcept {
+  // connection_base has no virtual functions in libpqxx 6, so no dynamic_cast: the precondition
+  // (a connection from our connector, i.e. any a pool hands out) makes the downcast valid.
+  return static_cast<pooled_connection&>(conn).handle();
+}
+
+statement_result run_statement(connection& conn, const char* sql, core::time_point deadline) {
+  using status = statement_result::status;
+  statement_result out;
+  PGconn* const handle = native_handle(conn);
+  if (handle == nullptr) {
+    out.error = "the connection has been closed";
+    return out;
+  }
+  pgresult_ptr first;
+  if (round_trip(handle, sql, PGRES_TUPLES_OK, deadline, &first)) {
+    out.outcome = status::ok;
+    if (PQntuples(first.get()) > 0 && PQnfields(first.get()) > 0 && PQgetisnull(first.get(), 0, 0) == 0) {
+      out.value = PQgetvalue(first.get(), 0, 0);
+      out.is_null = false;
+    }
+    return out;
+  }
+  const bool usable = PQstatus(handle) == CONNECTION_OK && PQisnonblocking(handle) == 0;
+  if (usable && first && PQresultStatus(first.get()) != PGRES_TUPLES_OK) {
+    out.outcome = status::failed;
+    const char* const primary = PQresultErrorField(first.get(), PG_DIAG_MESSAGE_PRIMARY);
+    out.error = primary != nullptr ? std::string{primary} : clean_libpq_message(PQresultErrorMessage(first.get()));
+    if (const char* const state = PQresultErrorField(first.get(), PG_DIAG_SQLSTATE)) out.sqlstate = state;
+    return out;
+  }
+  if (usable) {  // nothing was sent, or not exactly one result came back
+    out.outcome = status::failed;
+    out.error = first ? std::string{"the statement did not return exactly one result set"}
+                      : clean_libpq_message(PQerrorMessage(handle));
+    return out;
+  }
+  if (steady_clock::now() >= deadline) {
+    out.error = "no answer from the server before the deadline";
+  } else {
+    out.error = clean_libpq_message(PQerrorMessage(handle));
+    if (out.error.empty()) out.error = "the connection was lost";
+  }
+  return out;
+}
 
 std::string sqlstate_from_message(std::string_view message) {
   // Verbose libpq text is "<SEVERITY>:  <SQLSTATE>: <message>". The severity may be translated,

@@ -9,6 +9,8 @@
 #include "core/connector.hpp"
 #include "pqxxpool/config.hpp"
 
+struct pg_conn;  // libpq's PGconn, without including libpq-fe.h here
+
 namespace pqxxpool::pqxx_adapter {
 
 /// Parses cfg.conninfo with PQconninfoParse (URI or key=value) and lays cfg.params over it
@@ -31,5 +33,30 @@ int libpq_version() noexcept;
 
 /// The SQLSTATE in a verbose libpq message ("FATAL:  28P01: password …"), or "" if none.
 std::string sqlstate_from_message(std::string_view message);
+
+/// The libpq handle of a connection, or nullptr once libpqxx has dropped it. Precondition: conn
+/// was opened by make_connector's connector (every connection a pool hands out was; a test fake's
+/// lease has none). For src/pqxx only. Never throws.
+::pg_conn* native_handle(connection& conn) noexcept;
+
+/// What run_statement found.
+struct statement_result {
+  enum class status {
+    ok,      ///< the statement succeeded; value / is_null hold the first field of the first row
+    failed,  ///< the server (or libpq) rejected the statement; the connection is still usable
+    lost,    ///< timed out or the connection broke: it must not be used again
+  };
+  status outcome = status::lost;
+  std::string value;     ///< first column of the first row ("" when there is no row or it is NULL)
+  bool is_null = true;   ///< no row, or the first field is NULL
+  std::string error;     ///< the error text when outcome != ok (libpq's, default verbosity)
+  std::string sqlstate;  ///< the SQLSTATE of a failed statement, "" when none
+};
+
+/// Runs one statement that returns rows (simple query protocol, outside any transaction when the
+/// connection is idle) without blocking past deadline: the same non-blocking round trip as the
+/// pool's validation. After `failed` the connection is idle and back in blocking mode; after
+/// `lost` it is in an unknown state and must be closed. Throws std::bad_alloc only.
+statement_result run_statement(connection& conn, const char* sql, core::time_point deadline);
 
 }  // namespace pqxxpool::pqxx_adapter

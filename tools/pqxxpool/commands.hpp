@@ -27,4 +27,7 @@ command add_demo_command(CLI::App& app);
 /// `pqxxpool token`: prints an Aurora DSQL IAM authentication token on stdout.
 command add_token_command(CLI::App& app);
 
+/// `pqxxpool check`: connects once and prints what the connection and server report.
+command add_check_command(CLI::App& app);
+
 }  // namespace pqxxpool_cli

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   std::vector<command> commands;
   commands.push_back(add_demo_command(app));
   commands.push_back(add_token_command(app));
+  commands.push_back(add_check_command(app));
 
   try {
     app.parse(argc, argv);

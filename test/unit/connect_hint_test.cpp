@@ -1,0 +1,91 @@
+// pqxxpool::connect_hint on libpq 15's real texts. Each message below was produced on Debian 12
+// (libpq 15.18, PostgreSQL 15.18) by `pqxxpool check` against the test cluster and the DSQL
+// emulator (the library's verbose form, with the SQLSTATE after the severity), and by psql (the
+// default form) for the password case, so both forms are covered.
+
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "pqxxpool/dsql_pool.hpp"
+#include "pqxxpool/errors.hpp"
+
+namespace pqxxpool::test {
+namespace {
+
+bool contains(const std::string& text, const char* needle) { return text.find(needle) != std::string::npos; }
+
+// Connecting to a loopback port nobody listens on (a tunnel that is down).
+const char* const refused =
+    "connection to server at \"127.0.0.1\", port 49163 failed: Connection refused\n"
+    "\tIs the server running on that host and accepting TCP/IP connections?";
+// A wrong password for the app role (scram-sha-256), through the library and through psql.
+const char* const bad_password_verbose =
+    "connection to server at \"127.0.0.1\", port 23121 failed: FATAL:  28P01: password authentication failed for "
+    "user \"app\"";
+const char* const bad_password_default =
+    "connection to server at \"127.0.0.1\", port 23121 failed: FATAL:  password authentication failed for user "
+    "\"app\"";
+// host=127.0.0.1 with sslmode=verify-full; the certificate names localhost and the DSQL cluster.
+const char* const name_mismatch =
+    "connection to server at \"127.0.0.1\", port 23121 failed: server certificate for \"localhost\" (and 2 other "
+    "names) does not match host name \"127.0.0.1\"";
+// The DSQL emulator, hostaddr only (no host, so no SNI) with sslmode=require.
+const char* const no_sni =
+    "connection to server at \"127.0.0.1\", port 44189 failed: FATAL:  08006: unable to accept connection, sni was "
+    "not received";
+// The DSQL emulator with a password that is not a valid IAM token.
+const char* const access_denied =
+    "connection to server at \"127.0.0.1\", port 44189 failed: FATAL:  28P01: unable to accept connection, access "
+    "denied";
+// A database that does not exist: no hint applies.
+const char* const no_database =
+    "connection to server at \"127.0.0.1\", port 23121 failed: FATAL:  3D000: database \"nope\" does not exist";
+
+TEST(connect_hint, connection_refused_asks_whether_the_tunnel_is_up) {
+  const std::string hint = connect_hint(refused);
+  EXPECT_TRUE(contains(hint, "tunnel up")) << hint;
+}
+
+TEST(connect_hint, password_failure_names_a_wrong_password_or_an_rds_token) {
+  for (const char* message : {bad_password_verbose, bad_password_default}) {
+    const std::string hint = connect_hint(message);
+    EXPECT_TRUE(contains(hint, "wrong for this user")) << hint;
+    EXPECT_TRUE(contains(hint, "RDS IAM token")) << hint;
+  }
+}
+
+TEST(connect_hint, certificate_name_mismatch_says_host_must_be_the_name_on_the_certificate) {
+  const std::string hint = connect_hint(name_mismatch);
+  EXPECT_TRUE(contains(hint, "host must be a name on the certificate")) << hint;
+  EXPECT_TRUE(contains(hint, "hostaddr")) << hint;
+}
+
+TEST(connect_hint, missing_sni_and_access_denied_are_dsql_hints) {
+  const std::string sni = connect_hint(no_sni);
+  EXPECT_EQ(sni, dsql::hint_for(no_sni));
+  EXPECT_TRUE(contains(sni, "set host to the endpoint")) << sni;
+  EXPECT_TRUE(contains(sni, "hostaddr")) << sni;
+
+  const std::string denied = connect_hint(access_denied);
+  EXPECT_EQ(denied, dsql::hint_for(access_denied));
+  EXPECT_TRUE(contains(denied, "expired")) << denied;
+  EXPECT_TRUE(contains(denied, "DbConnectAdmin")) << denied;
+}
+
+TEST(connect_hint, dsql_connection_limits_are_delegated) {
+  // The emulator's texts for DSQL's limits (docs/dsql-emulator.md).
+  for (const char* message : {"FATAL:  53300: Unable to accept connection, too many open connections.",
+                              "FATAL:  53400: Unable to accept connection, rate exceeded."}) {
+    EXPECT_EQ(connect_hint(message), dsql::hint_for(message));
+    EXPECT_FALSE(connect_hint(message).empty()) << message;
+  }
+}
+
+TEST(connect_hint, other_messages_get_none) {
+  EXPECT_EQ(connect_hint(no_database), "");
+  EXPECT_EQ(connect_hint(""), "");
+}
+
+}  // namespace
+}  // namespace pqxxpool::test
