@@ -11,19 +11,6 @@ double histogram::upper_bound_seconds(std::size_t i) noexcept {
   return std::ldexp(1e-6, static_cast<int>(i));  // 2^i µs
 }
 
-void histogram::record(std::chrono::nanoseconds value) noexcept {
-  const std::int64_t ns = std::max<std::int64_t>(value.count(), 0);
-  // Bucket i holds (2^(i-1) µs, 2^i µs]: i is the bit width of ceil(µs) - 1.
-  const auto us_ceil = static_cast<std::uint64_t>((ns + 999) / 1000);
-  std::size_t i = 0;
-  if (us_ceil > 1) i = static_cast<std::size_t>(64 - __builtin_clzll(us_ceil - 1));
-  ++buckets[std::min(i, bucket_count)];
-  ++count;
-  const double seconds = static_cast<double>(ns) * 1e-9;
-  sum_seconds += seconds;
-  max_seconds = std::max(max_seconds, seconds);
-}
-
 double histogram::quantile(double q) const noexcept {
   if (count == 0) return 0;
   q = std::clamp(q, 0.0, 1.0);

@@ -28,8 +28,19 @@ struct histogram {
   /// Upper bound of bucket i in seconds (2^i µs); +infinity for i == bucket_count. Never throws.
   [[nodiscard]] static double upper_bound_seconds(std::size_t i) noexcept;
 
-  /// Records one value (negative values count as 0). Never throws.
-  void record(std::chrono::nanoseconds value) noexcept;
+  /// Records one value (negative values count as 0). Never throws. Inline: the pool records two
+  /// values per acquire+release, under its lock.
+  void record(std::chrono::nanoseconds value) noexcept {
+    const std::int64_t ns = value.count() > 0 ? value.count() : 0;
+    // Bucket i holds (2^(i-1) µs, 2^i µs]: i is the bit width of ceil(µs) - 1.
+    const auto us_ceil = static_cast<std::uint64_t>((ns + 999) / 1000);
+    std::size_t i = us_ceil > 1 ? static_cast<std::size_t>(64 - __builtin_clzll(us_ceil - 1)) : 0;
+    ++buckets[i < bucket_count ? i : bucket_count];
+    ++count;
+    const double seconds = static_cast<double>(ns) * 1e-9;
+    sum_seconds += seconds;
+    if (seconds > max_seconds) max_seconds = seconds;
+  }
 
   /// Estimates quantile q (0..1) in seconds by linear interpolation inside the bucket that holds
   /// it, clamped to max_seconds. 0 when empty. Never throws.

@@ -53,8 +53,7 @@ std::shared_ptr<const log_context> make_log_context(const pool_config& cfg) {
 
 }  // namespace
 
-void retired::reset() noexcept {
-  if (!m_conn) return;
+void retired::close_now() noexcept {
   try {
     if (m_log) {
       spdlog::logger& log = *m_log->logger;

@@ -65,11 +65,16 @@ class retired {
   retired(const retired&) = delete;
   retired& operator=(const retired&) = delete;
   ~retired() { reset(); }
-  /// Logs and closes now (no-op when empty). Never throws.
-  void reset() noexcept;
+  /// Logs and closes now (no-op when empty: inline, since every return makes an empty one).
+  /// Never throws.
+  void reset() noexcept {
+    if (m_conn) close_now();
+  }
   explicit operator bool() const noexcept { return m_conn != nullptr; }
 
  private:
+  void close_now() noexcept;  // logs why, then closes
+
   std::unique_ptr<physical> m_conn;
   close_reason m_why = close_reason::closed;
   std::uint64_t m_id = 0;
