@@ -166,6 +166,11 @@ class fake_connector final : public core::connector {
     std::lock_guard<std::mutex> g(m_mu);
     return m_in_flight;
   }
+  /// The most connects that were ever in flight at once.
+  int max_in_flight_so_far() {
+    std::lock_guard<std::mutex> g(m_mu);
+    return max_in_flight;
+  }
   /// Switches of every connection made so far.
   std::vector<std::shared_ptr<fake_state>> made() {
     std::lock_guard<std::mutex> g(m_mu);
@@ -185,9 +190,8 @@ class fake_connector final : public core::connector {
 
   std::atomic<int> live{0};  // open fake connections
   std::atomic<int> attempts{0};
-  int max_in_flight = 0;  // guarded by m_mu
-
  private:
+  int max_in_flight = 0;  // guarded by m_mu
   std::shared_ptr<fake_clock> m_clock;
   std::mutex m_mu;
   std::condition_variable m_cv;
