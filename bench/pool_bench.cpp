@@ -195,6 +195,9 @@ int main(int argc, char** argv) {
     cfg.max_lifetime = max_lifetime;
     cfg.validate_after_idle = milliseconds{3'600'000};  // no validation round trip during the run
     cfg.health_check_period = milliseconds{3'600'000};  // no background pings during the run
+    // For experiments: PQXXPOOL_BENCH_FAIRNESS_US overrides the fairness window (microseconds).
+    if (const char* w = std::getenv("PQXXPOOL_BENCH_FAIRNESS_US"); w != nullptr && *w != '\0')
+      cfg.fairness_window = std::chrono::microseconds(std::atoll(w));
     auto px = std::make_unique<pqxxpool::pool>(cfg);
     px->wait_ready(milliseconds{30'000});
     // Two more small pools for the cost of the optional timing and of leak detection.
