@@ -56,39 +56,26 @@ std::shared_ptr<const log_context> make_log_context(const pool_config& cfg) {
 void retired::close_now() noexcept {
   try {
     if (m_log) {
-      spdlog::logger& log = *m_log->logger;
-      const int pid = m_conn->backend_pid();
-      const std::string age = human(m_age);
+      // Routine closes are debug; the ones that mean trouble are warnings.
+      spdlog::level::level_enum level = spdlog::level::debug;
+      const char* why = "";
       switch (m_why) {
-        case close_reason::max_lifetime:
-          log.debug("pqxxpool[{}]: closing connection {} (backend pid {}): reached its max_lifetime after {}",
-                    m_log->pool, m_id, pid, age);
-          break;
-        case close_reason::idle:
-          log.debug("pqxxpool[{}]: closing connection {} (backend pid {}): idle past idle_timeout, age {}",
-                    m_log->pool, m_id, pid, age);
-          break;
+        case close_reason::max_lifetime: why = "reached its max_lifetime after"; break;
+        case close_reason::idle: why = "idle past idle_timeout, age"; break;
         case close_reason::broken:
-          log.warn("pqxxpool[{}]: closing connection {} (backend pid {}): broken (lost, or a rollback/reset "
-                   "failed) after {}", m_log->pool, m_id, pid, age);
+          why = "broken (lost, or a rollback/reset failed) after";
+          level = spdlog::level::warn;
           break;
         case close_reason::validation_failed:
-          log.warn("pqxxpool[{}]: closing connection {} (backend pid {}): failed its validation round trip "
-                   "after {}", m_log->pool, m_id, pid, age);
+          why = "failed its validation round trip after";
+          level = spdlog::level::warn;
           break;
-        case close_reason::discarded:
-          log.debug("pqxxpool[{}]: closing connection {} (backend pid {}): discarded by its lease after {}",
-                    m_log->pool, m_id, pid, age);
-          break;
-        case close_reason::evicted:
-          log.debug("pqxxpool[{}]: closing connection {} (backend pid {}): evicted (evict_all) after {}",
-                    m_log->pool, m_id, pid, age);
-          break;
-        case close_reason::closed:
-          log.debug("pqxxpool[{}]: closing connection {} (backend pid {}): pool closed, age {}", m_log->pool,
-                    m_id, pid, age);
-          break;
+        case close_reason::discarded: why = "discarded by its lease after"; break;
+        case close_reason::evicted: why = "evicted (evict_all) after"; break;
+        case close_reason::closed: why = "pool closed, age"; break;
       }
+      m_log->logger->log(level, "pqxxpool[{}]: closing connection {} (backend pid {}): {} {}", m_log->pool, m_id,
+                         m_conn->backend_pid(), why, human(m_age));
     }
   } catch (...) {
     // A failing sink must not keep the connection open or escape a destructor.
