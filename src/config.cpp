@@ -24,6 +24,9 @@ void pool_config::validate() const {
   if (max_connecting == 0) throw config_error("max_connecting", "must be >= 1, got 0");
   if (!(lifetime_jitter >= 0.0 && lifetime_jitter < 1.0))  // also rejects NaN
     throw config_error("lifetime_jitter", "must be in [0, 1), got " + std::to_string(lifetime_jitter));
+  if (!(initial_lifetime_spread >= 0.0 && initial_lifetime_spread < 1.0))  // also rejects NaN
+    throw config_error("initial_lifetime_spread",
+                       "must be in [0, 1), got " + std::to_string(initial_lifetime_spread));
   require_non_negative("acquire_timeout", acquire_timeout);
   require_positive("connect_timeout", connect_timeout);
   require_non_negative("max_lifetime", max_lifetime);

@@ -122,6 +122,14 @@ struct pool_config {
   /// Default 0.1; allowed 0 ≤ jitter < 1.
   double lifetime_jitter = 0.1;
 
+  /// The pool's first min_idle connections — at start, and again after evict_all() — draw the
+  /// fraction from [0, max(lifetime_jitter, initial_lifetime_spread)) instead, so that their
+  /// expiries spread over most of a lifetime: instances deployed together (a fleet) then do not
+  /// reconnect in waves every max_lifetime (docs/benchmarks.md, "Fleet simulation"). It costs
+  /// about one early reconnect per connection, once. Default 0.9; 0 = off (plain jitter);
+  /// allowed 0 ≤ spread < 1.
+  double initial_lifetime_spread = 0.9;
+
   /// Idle connections beyond min_idle close after this long unused. Default 10 min; 0 = never.
   milliseconds idle_timeout{10 * 60 * 1000};
 

@@ -102,6 +102,7 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
   m_idle.reserve(m_cfg.max_size);
   m_reset_queue.reserve(m_cfg.max_size);
   m_backoff = m_cfg.connect_backoff_initial;
+  m_initial_spread_left = m_cfg.min_idle;
   m_stats.name = m_log->pool;
   m_stats.max_size = m_cfg.max_size;
   m_stats.min_idle = m_cfg.min_idle;
@@ -586,6 +587,7 @@ void pool_core::evict_all() {
     std::lock_guard<std::mutex> lk(m_mu);
     if (m_closed) return;
     ++m_generation;
+    m_initial_spread_left = m_cfg.min_idle;  // a new generation starts together, like a new pool
     doomed.reserve(m_idle.size());
     while (!m_idle.empty()) {
       slot* s = m_idle.back();
@@ -711,7 +713,14 @@ void pool_core::connect_loop() {
         s->conn = std::move(conn);
         s->created_at = m_clock->now();  // read under the lock: the time it becomes available
         if (m_cfg.max_lifetime.count() > 0) {
-          const double jitter = std::uniform_real_distribution<double>(0.0, 1.0)(m_rng) * m_cfg.lifetime_jitter;
+          // The first min_idle connections of a generation spread their expiries over most of a
+          // lifetime (initial_lifetime_spread), so pools started together do not expire together.
+          double spread = m_cfg.lifetime_jitter;
+          if (m_initial_spread_left > 0) {
+            --m_initial_spread_left;
+            spread = std::max(spread, m_cfg.initial_lifetime_spread);
+          }
+          const double jitter = std::uniform_real_distribution<double>(0.0, 1.0)(m_rng) * spread;
           s->expires_at = s->created_at + std::chrono::duration_cast<duration>(
                                               std::chrono::duration<double, std::nano>(m_cfg.max_lifetime) *
                                               (1.0 - jitter));

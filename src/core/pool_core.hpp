@@ -225,6 +225,7 @@ class pool_core {
   time_point m_next_exhaustion_report = time_point::min();  // rate limit of the exhaustion warning
   std::uint64_t m_exhausted_at_last_report = 0;  // pool_exhausted_count when it was last reported
   std::uint64_t m_connect_failures_in_row = 0;
+  std::size_t m_initial_spread_left = 0;  // connections still to get initial_lifetime_spread
 
   std::vector<std::thread> m_threads;  // touched only by the constructor and close()
   std::once_flag m_join_once;

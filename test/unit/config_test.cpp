@@ -33,6 +33,7 @@ TEST(pool_config, defaults_are_valid_and_documented_values) {
   EXPECT_EQ(cfg.connect_timeout, 10s);
   EXPECT_EQ(cfg.max_lifetime, 55min);
   EXPECT_DOUBLE_EQ(cfg.lifetime_jitter, 0.1);
+  EXPECT_DOUBLE_EQ(cfg.initial_lifetime_spread, 0.9);
   EXPECT_EQ(cfg.idle_timeout, 10min);
   EXPECT_EQ(cfg.validate_after_idle, 1s);
   EXPECT_EQ(cfg.validation_timeout, 5s);
@@ -53,6 +54,8 @@ TEST(pool_config, each_bad_field_is_named) {
             "");
   EXPECT_EQ(field_of([](pool_config& c) { c.lifetime_jitter = 1.0; }), "lifetime_jitter");
   EXPECT_EQ(field_of([](pool_config& c) { c.lifetime_jitter = -0.1; }), "lifetime_jitter");
+  EXPECT_EQ(field_of([](pool_config& c) { c.initial_lifetime_spread = 1.0; }), "initial_lifetime_spread");
+  EXPECT_EQ(field_of([](pool_config& c) { c.initial_lifetime_spread = -0.5; }), "initial_lifetime_spread");
   EXPECT_EQ(field_of([](pool_config& c) { c.lifetime_jitter = std::nan(""); }), "lifetime_jitter");
   EXPECT_EQ(field_of([](pool_config& c) { c.acquire_timeout = -1ms; }), "acquire_timeout");
   EXPECT_EQ(field_of([](pool_config& c) { c.connect_timeout = 0ms; }), "connect_timeout");

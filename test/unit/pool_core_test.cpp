@@ -169,6 +169,7 @@ TEST(pool_core, lifetime_is_shortened_by_jitter_drawn_per_connection) {
   pool_config cfg = small_config(8, 8);
   cfg.max_lifetime = 1000s;
   cfg.lifetime_jitter = 0.5;
+  cfg.initial_lifetime_spread = 0;  // plain jitter for every connection
   fake_pool p(cfg);
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 8; }));
   const time_point created = p.clock->now();  // the fake clock has not moved
@@ -182,6 +183,42 @@ TEST(pool_core, lifetime_is_shortened_by_jitter_drawn_per_connection) {
     expiries.insert(e);
   }
   EXPECT_GT(expiries.size(), 4u) << "jitter should spread expiries";
+}
+
+TEST(pool_core, the_first_min_idle_connections_spread_their_lifetimes_then_plain_jitter) {
+  pool_config cfg = small_config(9, 8);
+  cfg.max_lifetime = 1000s;
+  cfg.lifetime_jitter = 0.1;  // default
+  ASSERT_EQ(cfg.initial_lifetime_spread, 0.9);  // default
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 8; }));
+  const time_point created = p.clock->now();  // the fake clock never moves in this test
+  // Take all nine: the eight of the initial fill, and the ninth that min_idle then opens.
+  std::vector<lease> leases;
+  for (int i = 0; i < 9; ++i) leases.push_back(p.core->acquire(10s));
+  time_point earliest = time_point::max();
+  for (const lease& l : leases) {
+    const time_point e = core::pool_core::expires_at(l);
+    EXPECT_GT(e, created + 100s);  // never below a tenth of the lifetime
+    EXPECT_LE(e, created + 1000s);
+    if (state_of(l).id <= 8) earliest = std::min(earliest, e);
+    // The connection opened after the initial fill gets plain jitter: within the last tenth.
+    if (state_of(l).id == 9) {
+      EXPECT_GT(e, created + 900s);
+    }
+  }
+  // The initial fill spreads over most of a lifetime, not just the jitter's tenth (seeded draws).
+  EXPECT_LT(earliest, created + 500s);
+  // evict_all starts a new generation together: its first min_idle connections spread again.
+  leases.clear();
+  p.core->evict_all();
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 8; }));
+  earliest = time_point::max();
+  for (int i = 0; i < 8; ++i) {
+    leases.push_back(p.core->acquire(1s));
+    earliest = std::min(earliest, core::pool_core::expires_at(leases.back()));
+  }
+  EXPECT_LT(earliest, created + 500s);
 }
 
 TEST(pool_core, expired_connections_are_never_handed_out_and_retire_on_return) {
