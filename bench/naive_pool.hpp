@@ -10,13 +10,23 @@
 //    A connection that is no longer open, or older than max_lifetime (0 = no limit), is closed
 //    instead, which frees its place for a new connect.
 //
-// No validation, no background threads, no fairness, no statistics. Intentionally small: it is a
-// yardstick, not a product. All handles must be returned before the pool is destroyed.
+// No validation, no background threads, no fairness, no statistics beyond a count of connects.
+// Intentionally small: it is a yardstick, not a product. All handles must be returned before the
+// pool is destroyed.
+//
+// Two additions for the scenario runner (`pqxxpool bench`, tools/pqxxpool/bench.cpp), which
+// includes this header as does pool_bench.cpp: an optional before_connect hook, run on the
+// caller's thread right before each connect (outside the lock; the spike scenario sleeps 150 ms in
+// it, as pqxxpool's before_connect does there), and connections_opened(), the number of
+// successful connects so far.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -71,10 +81,19 @@ class handle {
 
 class pool {
  public:
-  pool(std::string conninfo, std::size_t max_size, std::chrono::milliseconds max_lifetime = {})
-      : m_conninfo(std::move(conninfo)), m_max_size(max_size), m_max_lifetime(max_lifetime) {}
+  /// before_connect (optional) runs on the acquiring thread before each connect, outside the
+  /// lock; if it throws, that acquire fails as if the connect had.
+  pool(std::string conninfo, std::size_t max_size, std::chrono::milliseconds max_lifetime = {},
+       std::function<void()> before_connect = {})
+      : m_conninfo(std::move(conninfo)),
+        m_max_size(max_size),
+        m_max_lifetime(max_lifetime),
+        m_before_connect(std::move(before_connect)) {}
   pool(const pool&) = delete;
   pool& operator=(const pool&) = delete;
+
+  /// Connections opened successfully since construction. Never blocks. Thread-safe.
+  [[nodiscard]] std::uint64_t connections_opened() const noexcept { return m_connects.load(std::memory_order_relaxed); }
 
   /// Borrows a connection, connecting on this thread if the pool may still grow. Throws
   /// std::runtime_error after waiting `timeout` for a return, or whatever pqxx throws on connect.
@@ -91,7 +110,9 @@ class pool {
     ++m_total;  // reserve a place, then connect outside the lock
     lk.unlock();
     try {
+      if (m_before_connect) m_before_connect();
       auto conn = std::make_unique<pqxx::connection>(m_conninfo);
+      m_connects.fetch_add(1, std::memory_order_relaxed);
       return handle(this, pooled_connection{std::move(conn), clock_type::now()});
     } catch (...) {
       lk.lock();
@@ -122,6 +143,8 @@ class pool {
   const std::string m_conninfo;
   const std::size_t m_max_size;
   const std::chrono::milliseconds m_max_lifetime;
+  const std::function<void()> m_before_connect;
+  std::atomic<std::uint64_t> m_connects{0};  // successful connects; not guarded (atomic)
   std::mutex m_mu;
   std::condition_variable m_cv;
   std::deque<pooled_connection> m_idle;  // guarded by m_mu

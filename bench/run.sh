@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Run pqxxpool's benchmarks against a throwaway PostgreSQL and print pqxxpool vs naive.
+# (The longer scenarios of `pqxxpool bench` — contention, recycling, spike — run with
+# bench/scenarios.sh instead.)
 #
 # Usage: bash bench/run.sh [[--bin] PATH] [--report FILE] [-- BENCHMARK_FLAGS...]
 #

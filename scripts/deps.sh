@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages pqxxpool needs to build, test and demo.
+# Install the Debian packages pqxxpool needs to build, test, demo and benchmark (gnuplot-nox:
+# bench/plot.sh draws the scenario runner's latency plots with it).
 #
 # Usage: bash scripts/deps.sh [EXTRA_PACKAGE...]
 #
@@ -13,6 +14,7 @@ PACKAGES=(
     libgtest-dev libgmock-dev googletest libbenchmark-dev
     libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev libcurl4-openssl-dev
     python3 python3-botocore prometheus
+    gnuplot-nox
 )
 PACKAGES+=("$@")
 

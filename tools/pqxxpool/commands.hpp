@@ -30,4 +30,7 @@ command add_token_command(CLI::App& app);
 /// `pqxxpool check`: connects once and prints what the connection and server report.
 command add_check_command(CLI::App& app);
 
+/// `pqxxpool bench`: runs the performance scenarios with pqxxpool and the naive pool, JSON lines out.
+command add_bench_command(CLI::App& app);
+
 }  // namespace pqxxpool_cli

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   commands.push_back(add_demo_command(app));
   commands.push_back(add_token_command(app));
   commands.push_back(add_check_command(app));
+  commands.push_back(add_bench_command(app));
 
   try {
     app.parse(argc, argv);
