@@ -29,6 +29,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
 
 usage() {
     sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
@@ -53,9 +55,7 @@ while (($# > 0)); do
 done
 
 if [[ -z "$bin" ]]; then
-    bin="$ROOT/build/release/bench/pqxxpool_fleet_sim"
-    (cd "$ROOT" && cmake --preset release >/dev/null &&
-        cmake --build --preset release --target pqxxpool_fleet_sim -- -j"${PQXXPOOL_BENCH_JOBS:-1}")
+    bin="$(release_binary pqxxpool_fleet_sim bench/pqxxpool_fleet_sim)" || exit 1
 fi
 [[ -x "$bin" ]] || { echo "fleet.sh: no executable $bin" >&2; exit 1; }
 mkdir -p "$out" "$(dirname "$png")"

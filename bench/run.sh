@@ -26,6 +26,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
 readonly CLUSTER_SCRIPT="$ROOT/test/support/pgcluster.sh"
 
 usage() {
@@ -164,15 +166,7 @@ fi
 command -v python3 >/dev/null || die "python3 not found (needed to print the table)"
 
 if [[ -z "$bin" ]]; then
-    bin="$ROOT/build/release/bench/pqxxpool_bench"
-    (
-        cd "$ROOT"
-        if [[ ! -f build/release/build.ninja ]]; then
-            cmake --preset release >&2 || die "cmake --preset release failed (or pass --bin PATH)"
-        fi
-        cmake --build --preset release --target pqxxpool_bench -- -j"${PQXXPOOL_BENCH_JOBS:-1}" >&2 ||
-            die "building pqxxpool_bench failed (or pass --bin PATH)"
-    )
+    bin="$(release_binary pqxxpool_bench bench/pqxxpool_bench)" || die "no pqxxpool_bench binary"
 fi
 [[ -x "$bin" ]] || die "not an executable: $bin"
 bin="$(realpath -- "$bin")"

@@ -26,6 +26,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
 readonly CLUSTER_SCRIPT="$ROOT/test/support/pgcluster.sh"
 
 usage() {
@@ -149,15 +151,7 @@ if [[ -n "$report" ]]; then
 fi
 
 if [[ -z "$bin" ]]; then
-    bin="$ROOT/build/release/tools/pqxxpool/pqxxpool"
-    (
-        cd "$ROOT"
-        if [[ ! -f build/release/build.ninja ]]; then
-            cmake --preset release >&2 || die "cmake --preset release failed (or pass --bin PATH)"
-        fi
-        cmake --build --preset release --target pqxxpool_cli -- -j"${PQXXPOOL_BENCH_JOBS:-1}" >&2 ||
-            die "building pqxxpool_cli failed (or pass --bin PATH)"
-    )
+    bin="$(release_binary pqxxpool_cli tools/pqxxpool/pqxxpool)" || die "no pqxxpool binary"
 fi
 [[ -x "$bin" ]] || die "not an executable: $bin"
 bin="$(realpath -- "$bin")"
