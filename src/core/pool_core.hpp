@@ -156,7 +156,6 @@ class pool_core {
   std::size_t total_locked() const noexcept { return m_idle.size() + m_in_use + m_connecting; }
   bool oldest_waiter_past_window_locked(time_point now) const noexcept;
   bool connect_needed_locked() const noexcept;
-  bool early_retire_allowed_locked() const noexcept;
   void wake_connectors_locked() noexcept;
   slot* take_idle_locked(time_point coarse_now, doomed_list& doomed);
   slot* pop_usable_idle_locked(time_point coarse_now, doomed_list& doomed);
