@@ -28,14 +28,19 @@ struct histogram {
   /// Upper bound of bucket i in seconds (2^i µs); +infinity for i == bucket_count. Never throws.
   [[nodiscard]] static double upper_bound_seconds(std::size_t i) noexcept;
 
-  /// Records one value (negative values count as 0). Never throws. Inline: the pool records two
-  /// values per acquire+release, under its lock.
-  void record(std::chrono::nanoseconds value) noexcept {
-    const std::int64_t ns = value.count() > 0 ? value.count() : 0;
+  /// The bucket (0 … bucket_count) that a value of `ns` nanoseconds (≥ 0) falls in. Never throws.
+  [[nodiscard]] static std::size_t bucket_index(std::int64_t ns) noexcept {
     // Bucket i holds (2^(i-1) µs, 2^i µs]: i is the bit width of ceil(µs) - 1.
     const auto us_ceil = static_cast<std::uint64_t>((ns + 999) / 1000);
-    std::size_t i = us_ceil > 1 ? static_cast<std::size_t>(64 - __builtin_clzll(us_ceil - 1)) : 0;
-    ++buckets[i < bucket_count ? i : bucket_count];
+    const std::size_t i = us_ceil > 1 ? static_cast<std::size_t>(64 - __builtin_clzll(us_ceil - 1)) : 0;
+    return i < bucket_count ? i : bucket_count;
+  }
+
+  /// Records one value (negative values count as 0). Never throws. Inline: the pool records two
+  /// values per acquire+release.
+  void record(std::chrono::nanoseconds value) noexcept {
+    const std::int64_t ns = value.count() > 0 ? value.count() : 0;
+    ++buckets[bucket_index(ns)];
     ++count;
     const double seconds = static_cast<double>(ns) * 1e-9;
     sum_seconds += seconds;

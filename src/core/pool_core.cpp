@@ -43,6 +43,12 @@ std::string human(duration d) {
   return buf;
 }
 
+// Where this thread last found a parked connection: it looks there first next time, so threads
+// that cycle connections tend to keep to their own cells.
+thread_local std::size_t t_cell_hint = 0;
+
+constexpr std::size_t max_cells = 16;
+
 std::shared_ptr<const log_context> make_log_context(const pool_config& cfg) {
   auto ctx = std::make_shared<log_context>();
   ctx->logger = cfg.logger ? cfg.logger : spdlog::default_logger();
@@ -96,6 +102,9 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
                             : duration::zero()),
       m_leak_threshold(m_cfg.leak_detection_threshold),
       m_log(make_log_context(m_cfg)),
+      m_fast_enabled(m_leak_threshold == duration::zero() && !m_cfg.reset),
+      m_cell_count(std::min(m_cfg.max_size, max_cells)),
+      m_cells(new cell[std::min(m_cfg.max_size, max_cells)]),
       m_rng(seed != 0 ? seed : std::random_device{}()) {
   // Reserved once so that the hot path (idle push/pop) and publishing never allocate.
   m_slots.reserve(m_cfg.max_size);
@@ -106,6 +115,10 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
   m_stats.name = m_log->pool;
   m_stats.max_size = m_cfg.max_size;
   m_stats.min_idle = m_cfg.min_idle;
+  {
+    std::lock_guard<std::mutex> lk(m_mu);
+    refresh_gate_locked();
+  }
   m_log->logger->info("pqxxpool[{}]: starting: max_size {}, min_idle {}, max_lifetime {}, acquire_timeout {}",
                       m_log->pool, m_cfg.max_size, m_cfg.min_idle,
                       m_cfg.max_lifetime.count() > 0 ? human(m_cfg.max_lifetime) : std::string("unlimited"),
@@ -133,6 +146,119 @@ void pool_core::destroy_from_owner() noexcept {
 }
 
 // ---------------------------------------------------------------------------------------------
+// the fast path (no lock)
+
+slot* pool_core::take_cell() noexcept {
+  // Fairness: while anyone waits, newcomers take the locked path and queue behind them.
+  if ((m_gate.load(std::memory_order_seq_cst) & gate_blocked) != 0) return nullptr;
+  const std::size_t n = m_cell_count;
+  std::size_t j = t_cell_hint < n ? t_cell_hint : 0;
+  for (std::size_t i = 0; i < n; ++i, j = (j + 1 == n ? 0 : j + 1)) {
+    std::uintptr_t v = m_cells[j].parked.load(std::memory_order_relaxed);
+    if (v == 0 || (v & parking_tag) != 0) continue;  // empty, or its parker is still deciding
+    // seq_cst: pairs with the gate store of a thread that has just gone below max_size (see
+    // acquire()); the CAS also acquires the parker's writes to the slot.
+    if (m_cells[j].parked.compare_exchange_strong(v, 0, std::memory_order_seq_cst)) {
+      t_cell_hint = j;
+      auto* s = reinterpret_cast<slot*>(v);
+      s->home = j;
+      return s;
+    }
+  }
+  return nullptr;
+}
+
+bool pool_core::park(slot* s) noexcept {
+  if ((m_gate.load(std::memory_order_seq_cst) & gate_blocked) != 0) return false;
+  const std::size_t n = m_cell_count;
+  const auto v = reinterpret_cast<std::uintptr_t>(s);
+  std::size_t j = s->home < n ? s->home : 0;
+  for (std::size_t i = 0; i < n; ++i, j = (j + 1 == n ? 0 : j + 1)) {
+    if (m_cells[j].parked.load(std::memory_order_relaxed) != 0) continue;
+    std::uintptr_t expected = 0;
+    // Tagged while we decide: takers skip it, drains wait for the tag to go.
+    if (!m_cells[j].parked.compare_exchange_strong(expected, v | parking_tag, std::memory_order_seq_cst)) continue;
+    // Dekker with enqueue/close: they store the gate, then drain the cells. Either this load
+    // sees their gate, or their drain (which waits out the tag) finds the connection parked.
+    if ((m_gate.load(std::memory_order_seq_cst) & gate_blocked) != 0) {
+      // Someone waits or the pool closed: the locked path hands the connection over or closes
+      // it. Still counted in m_in_use, so an orphaned core cannot be deleted under our feet.
+      m_cells[j].parked.store(0, std::memory_order_release);
+      put_back_slow(s);
+      return true;
+    }
+    // After this store the connection may be taken, drained, closed and the core deleted:
+    // nothing below touches *this.
+    m_cells[j].parked.store(v, std::memory_order_release);
+    return true;
+  }
+  return false;
+}
+
+void pool_core::put_back_slow(slot* s) noexcept {
+  retired doomed;
+  bool last = false;
+  {
+    std::lock_guard<std::mutex> lk(m_mu);
+    doomed = put_back_locked(s, m_clock->coarse_now());
+    last = m_orphaned && m_in_use == 0;
+  }
+  doomed.reset();
+  if (last) delete this;
+}
+
+void pool_core::refresh_gate_locked() noexcept {
+  unsigned g = 0;
+  if (!m_fast_enabled || m_closed || m_waiting > 0) g |= gate_blocked;
+  if (total_locked() < m_cfg.max_size) g |= gate_below_max;
+  if (m_gate.load(std::memory_order_relaxed) != g) m_gate.store(g, std::memory_order_seq_cst);
+}
+
+void pool_core::drain_cells_locked() noexcept {
+  for (std::size_t j = 0; j < m_cell_count; ++j) {
+    std::uintptr_t v = m_cells[j].parked.load(std::memory_order_seq_cst);
+    while (v != 0) {
+      if ((v & parking_tag) != 0) {
+        // A parker between its CAS and its decision (a few instructions, unless preempted):
+        // wait it out, as the Dekker argument in park() requires.
+        std::this_thread::yield();
+        v = m_cells[j].parked.load(std::memory_order_seq_cst);
+        continue;
+      }
+      if (m_cells[j].parked.compare_exchange_weak(v, 0, std::memory_order_seq_cst)) {
+        --m_in_use;
+        m_idle.push_back(reinterpret_cast<slot*>(v));  // capacity max_size: no allocation
+        break;
+      }
+      // v now holds the cell's new value (taken, or re-parked): look again.
+    }
+  }
+}
+
+std::size_t pool_core::parked_count() const noexcept {
+  std::size_t n = 0;
+  for (std::size_t j = 0; j < m_cell_count; ++j)
+    if (m_cells[j].parked.load(std::memory_order_seq_cst) != 0) ++n;  // a tagged one, too
+  return n;
+}
+
+slot* pool_core::adopt_locked(slot* s, time_point coarse_now, doomed_list& doomed) {
+  if (m_closed) {
+    doomed.push_back(remove_slot_locked(s, close_reason::closed));
+    return nullptr;
+  }
+  if (is_retired_locked(*s, coarse_now)) {
+    const bool evicted = s->generation != generation();
+    doomed.push_back(remove_slot_locked(s, evicted ? close_reason::evicted : close_reason::max_lifetime));
+    return nullptr;
+  }
+  ++m_stats.acquires;
+  m_stats.acquire_wait.record(duration::zero());
+  if (connect_needed_locked()) wake_connectors_locked();
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
 // helpers (m_mu held)
 
 bool pool_core::oldest_waiter_past_window_locked(time_point now) const noexcept {
@@ -144,7 +270,9 @@ bool pool_core::connect_needed_locked() const noexcept {
   // Connections wanted: one per waiter, the min_idle deficit, and replacements for connections
   // about to expire. Idle connections already cover part of the first two.
   const std::size_t wanted = m_waiting + m_cfg.min_idle;
-  const std::size_t have = m_idle.size() + m_pinging;  // being pinged: idle in all but name
+  // Being pinged or parked: idle in all but name. Counting the cells with seq_cst loads pairs
+  // with the fast path's take-then-check-gate (see acquire()).
+  const std::size_t have = m_idle.size() + m_pinging + parked_count();
   const std::size_t need = (wanted > have ? wanted - have : 0) + m_replacements_wanted;
   return need > m_connecting;
 }
@@ -156,7 +284,7 @@ void pool_core::wake_connectors_locked() noexcept {
 bool pool_core::is_retired_locked(const slot& s, time_point coarse_now) const noexcept {
   // coarse_now may lag real time by coarse_lag(): add it so a connection is never handed out
   // past its expiry.
-  return s.generation != m_generation || coarse_now >= s.expires_at - m_coarse_lag;
+  return s.generation != generation() || coarse_now >= s.expires_at - m_coarse_lag;
 }
 
 bool pool_core::needs_validation(const slot& s, time_point coarse_now) const noexcept {
@@ -173,6 +301,13 @@ retired pool_core::remove_slot_locked(slot* s, close_reason why) noexcept {
     case close_reason::evicted: ++m_stats.evicted; break;
     case close_reason::closed: break;
   }
+  // Its fast-path statistics become the pool's (the remover owns the slot: no writer races).
+  if (const std::uint64_t fast = s->fast_acquires.load(std::memory_order_relaxed); fast > 0) {
+    m_stats.acquires += fast;
+    m_stats.acquire_wait.buckets[0] += fast;
+    m_stats.acquire_wait.count += fast;
+  }
+  s->fast_usage.add_to(m_stats.usage);
   if (s->replacement_requested && !s->replacement_made && m_replacements_wanted > 0) --m_replacements_wanted;
   // The coarse clock is enough for a log line's "after 54 min".
   retired conn(std::move(s->conn), why, s->id, m_clock->coarse_now() - s->created_at, m_log);
@@ -185,6 +320,7 @@ retired pool_core::remove_slot_locked(slot* s, close_reason why) noexcept {
   }
   m_slots.pop_back();
   --m_in_use;
+  refresh_gate_locked();  // total fell: perhaps below max_size
   wake_connectors_locked();
   return conn;
 }
@@ -195,7 +331,7 @@ slot* pool_core::pop_usable_idle_locked(time_point coarse_now, doomed_list& doom
     m_idle.pop_back();
     ++m_in_use;
     if (!is_retired_locked(*s, coarse_now)) return s;
-    const bool evicted = s->generation != m_generation;
+    const bool evicted = s->generation != generation();
     doomed.push_back(remove_slot_locked(s, evicted ? close_reason::evicted : close_reason::max_lifetime));
   }
   return nullptr;
@@ -211,6 +347,9 @@ void pool_core::enqueue_locked(waiter& w) noexcept {
     m_wait_head = &w;
   m_wait_tail = &w;
   ++m_waiting;
+  // Close the fast path before looking for parked connections (the waiter drains after this):
+  // a parker that missed this gate is seen by the drain, and vice versa.
+  refresh_gate_locked();
 }
 
 void pool_core::dequeue_locked(waiter& w) noexcept {
@@ -225,6 +364,7 @@ void pool_core::dequeue_locked(waiter& w) noexcept {
   w.prev = w.next = nullptr;
   w.queued = false;
   --m_waiting;
+  refresh_gate_locked();
 }
 
 void pool_core::wake_idle_competitor_locked() noexcept {
@@ -246,7 +386,7 @@ retired pool_core::put_back_locked(slot* s, time_point now) noexcept {
   s->leased = false;
   if (m_closed) return remove_slot_locked(s, close_reason::closed);
   if (is_retired_locked(*s, now)) {
-    const bool evicted = s->generation != m_generation;
+    const bool evicted = s->generation != generation();
     return remove_slot_locked(s, evicted ? close_reason::evicted : close_reason::max_lifetime);
   }
   // A fresh connection, or any connection while the oldest waiter has waited past the fairness
@@ -295,12 +435,21 @@ std::optional<pool_core::exhaustion_note> pool_core::exhaustion_report_due_locke
 
 pool_stats pool_core::snapshot_locked() const {
   pool_stats st = m_stats;
-  st.idle = m_idle.size();
-  st.in_use = m_in_use;
+  // Parked connections count as idle; their fast-path statistics are added here.
+  const std::size_t parked = std::min(parked_count(), m_in_use);
+  st.idle = m_idle.size() + parked;
+  st.in_use = m_in_use - parked;
+  for (const auto& s : m_slots) {
+    const std::uint64_t fast = s->fast_acquires.load(std::memory_order_relaxed);
+    st.acquires += fast;
+    st.acquire_wait.buckets[0] += fast;
+    st.acquire_wait.count += fast;
+    s->fast_usage.add_to(st.usage);
+  }
   st.connecting = m_connecting;
   st.total = total_locked();
   st.waiting = m_waiting;
-  st.generation = m_generation;
+  st.generation = generation();
   st.closed = m_closed;
   return st;
 }
@@ -313,6 +462,7 @@ slot* pool_core::take_idle_locked(time_point coarse_now, doomed_list& doomed) {
   // someone waits (to apply the fairness window).
   if (m_closed) throw pool_closed();
   if (m_wait_head != nullptr && oldest_waiter_past_window_locked(m_clock->now())) return nullptr;
+  drain_cells_locked();
   slot* s = pop_usable_idle_locked(coarse_now, doomed);
   if (s == nullptr) return nullptr;
   ++m_stats.acquires;
@@ -322,6 +472,26 @@ slot* pool_core::take_idle_locked(time_point coarse_now, doomed_list& doomed) {
 }
 
 lease pool_core::acquire(std::chrono::milliseconds timeout, source_location where) {
+  // The fast path: a parked connection, no lock, no precise clock.
+  slot* adopted = take_cell();
+  if (adopted != nullptr) {
+    const time_point coarse_now = m_clock->coarse_now();
+    if (adopted->generation == generation() && coarse_now < adopted->expires_at - m_coarse_lag &&
+        !needs_validation(*adopted, coarse_now)) {
+      adopted->leased = true;
+      adopted->leased_at = m_cfg.precise_usage_timing ? m_clock->now() : coarse_now;
+      slot_histogram::bump(adopted->fast_acquires);
+      // seq_cst after the exchange in take_cell(): if a close or failure took the pool below
+      // max_size, either its connect_needed check counted this connection as parked, or this
+      // load sees gate_below_max and the check is repeated here.
+      if ((m_gate.load(std::memory_order_seq_cst) & gate_below_max) != 0) {
+        std::lock_guard<std::mutex> lk(m_mu);
+        if (connect_needed_locked()) wake_connectors_locked();
+      }
+      return lease(this, adopted);
+    }
+    // Retired or due for validation: finish under the lock like a connection popped from m_idle.
+  }
   std::optional<time_point> deadline;  // read from the precise clock only off the fast path
   for (;;) {
     doomed_list doomed;  // declared before the lock: closed after unlock
@@ -331,7 +501,8 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
     std::optional<exhaustion_note> exhausted;  // set when the (rate-limited) exhaustion warning is due
     {
       std::unique_lock<std::mutex> lk(m_mu);
-      s = take_idle_locked(coarse_now, doomed);
+      if (adopted != nullptr) s = adopt_locked(std::exchange(adopted, nullptr), coarse_now, doomed);
+      if (s == nullptr) s = take_idle_locked(coarse_now, doomed);
       if (s != nullptr) {
         mark_leased_locked(s, m_cfg.precise_usage_timing ? m_clock->now() : coarse_now, where);
         validate = needs_validation(*s, coarse_now);
@@ -365,6 +536,7 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
 }
 
 lease pool_core::try_acquire(source_location where) {
+  slot* adopted = take_cell();  // the fast path, finished under the lock (try_acquire is rarer)
   for (;;) {
     doomed_list doomed;
     const time_point coarse_now = m_clock->coarse_now();
@@ -372,7 +544,8 @@ lease pool_core::try_acquire(source_location where) {
     bool validate = false;
     {
       std::lock_guard<std::mutex> lk(m_mu);
-      s = take_idle_locked(coarse_now, doomed);
+      if (adopted != nullptr) s = adopt_locked(std::exchange(adopted, nullptr), coarse_now, doomed);
+      if (s == nullptr) s = take_idle_locked(coarse_now, doomed);
       if (s == nullptr) {
         if (total_locked() >= m_cfg.max_size) ++m_stats.pool_exhausted_count;
         return lease{};
@@ -436,7 +609,9 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
   ++m_stats.waited_acquires;
   waiter w;
   w.enqueued_at = start;
-  enqueue_locked(w);
+  enqueue_locked(w);  // closes the fast path: nothing is parked after the drain below
+  drain_cells_locked();
+  if (!m_idle.empty()) wake_idle_competitor_locked();  // parked after take_idle_locked looked
   // Whatever leaves this function by an exception (bad_alloc included) must not leave the node,
   // which lives on this stack, linked into the queue.
   struct unlink_on_unwind {
@@ -494,6 +669,15 @@ void pool_core::give_back(slot* s, bool discard) noexcept {
   const return_state st = discard ? return_state::broken : s->conn->check_return();
   const time_point coarse_now = m_clock->coarse_now();
   const time_point usage_end = m_cfg.precise_usage_timing ? m_clock->now() : coarse_now;
+  if (m_fast_enabled && st == return_state::clean && s->generation == generation() &&
+      coarse_now < s->expires_at - m_coarse_lag) {
+    // The fast path: record into the slot, park it, no lock. park() fails when someone waits,
+    // the pool is closed, or every cell is taken; the slot then goes back under the lock.
+    s->fast_usage.record(usage_end - s->leased_at);
+    s->leased = false;
+    s->last_used_at = s->last_alive_at = coarse_now;
+    if (park(s)) return;  // *this may be gone from here on
+  }
   retired doomed;
   bool last = false;
   // A lease reported as a suspected leak: its return is logged too (copied under the lock,
@@ -586,7 +770,8 @@ void pool_core::evict_all() {
   {
     std::lock_guard<std::mutex> lk(m_mu);
     if (m_closed) return;
-    ++m_generation;
+    m_generation.fetch_add(1, std::memory_order_relaxed);
+    drain_cells_locked();  // parked ones close too; one parked after this is retired on use
     m_initial_spread_left = m_cfg.min_idle;  // a new generation starts together, like a new pool
     doomed.reserve(m_idle.size());
     while (!m_idle.empty()) {
@@ -596,7 +781,7 @@ void pool_core::evict_all() {
       doomed.push_back(remove_slot_locked(s, close_reason::evicted));
     }
     if (connect_needed_locked()) wake_connectors_locked();
-    generation = m_generation;
+    generation = this->generation();
     leased = m_in_use;
     connecting = m_connecting;
   }
@@ -614,6 +799,8 @@ void pool_core::close() {
     if (!m_closed) {
       m_closed = true;
       closing_now = true;
+      refresh_gate_locked();  // before the drain: a parker that misses it sees the gate
+      drain_cells_locked();
       doomed.reserve(m_idle.size());
       while (!m_idle.empty()) {
         slot* s = m_idle.back();
@@ -663,7 +850,8 @@ void pool_core::connect_loop() {
     }
     if (m_connect_spacing > duration::zero()) m_next_rate_at = start + m_connect_spacing;
     ++m_connecting;
-    const std::uint64_t generation = m_generation;
+    refresh_gate_locked();  // total rose: perhaps to max_size
+    const std::uint64_t generation = this->generation();
     if (connect_needed_locked()) wake_connectors_locked();  // more wanted: another worker helps
     lk.unlock();
 
@@ -704,7 +892,7 @@ void pool_core::connect_loop() {
       failures_before = std::exchange(m_connect_failures_in_row, 0);
       m_backoff = m_cfg.connect_backoff_initial;
       m_next_connect_at = time_point{};
-      if (m_closed || generation != m_generation) {
+      if (m_closed || generation != this->generation()) {
         if (!m_closed) ++m_stats.evicted;
         doomed = retired(std::move(conn), m_closed ? close_reason::closed : close_reason::evicted, id, took, m_log);
       } else {
@@ -754,6 +942,7 @@ void pool_core::connect_loop() {
       retry_in = m_backoff;
       m_backoff = std::min<duration>(m_backoff * 2, m_cfg.connect_backoff_max);
     }
+    refresh_gate_locked();  // a failed or discarded connect lowered total
     m_ready_cv.notify_all();
     const std::uint64_t failures_in_row = m_connect_failures_in_row;
     lk.unlock();
@@ -778,6 +967,11 @@ void pool_core::connect_loop() {
 time_point pool_core::maintenance_sweep_locked(time_point now, doomed_list& doomed, std::vector<slot*>& to_ping,
                                                std::vector<leak_note>& leaks) {
   time_point next = m_cfg.health_check_period.count() > 0 ? now + m_cfg.health_check_period : time_point::max();
+  drain_cells_locked();  // parked connections are idle ones: expire, reap and ping them too
+  // A connection parked after this sweep was used after `now`, so it cannot become reapable
+  // before now + idle_timeout: waking then (while there are more than min_idle) finds it in time.
+  if (m_cfg.idle_timeout.count() > 0 && total_locked() > m_cfg.min_idle)
+    next = std::min(next, now + m_cfg.idle_timeout);
   auto take_idle_at = [this](std::size_t i) {
     slot* s = m_idle[i];
     m_idle.erase(m_idle.begin() + static_cast<std::ptrdiff_t>(i));
@@ -787,7 +981,7 @@ time_point pool_core::maintenance_sweep_locked(time_point now, doomed_list& doom
   // Retired idle connections (expired or of an old generation) close now.
   for (std::size_t i = 0; i < m_idle.size();) {
     if (is_retired_locked(*m_idle[i], now)) {
-      const bool evicted = m_idle[i]->generation != m_generation;
+      const bool evicted = m_idle[i]->generation != generation();
       doomed.push_back(remove_slot_locked(take_idle_at(i), evicted ? close_reason::evicted : close_reason::max_lifetime));
     } else {
       ++i;

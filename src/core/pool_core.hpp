@@ -12,7 +12,17 @@
 //
 // Invariant (under m_mu): total = m_idle.size() + m_in_use + m_connecting <= max_size, and
 // m_slots.size() == m_idle.size() + m_in_use.
+//
+// The fast path (docs/design.md, "The fast path"): while nobody waits, a clean connection given
+// back is parked in one of a few atomic cells instead of m_idle, and acquire() takes it from there,
+// so an uncontended acquire+release takes no lock. A parked connection is idle in every sense but
+// is counted in m_in_use until a locked path drains the cells into m_idle. m_gate tells the
+// lock-free side what the locked side decided: gate_blocked (someone waits, the pool is closed, or
+// the configuration needs the lock on every acquire) and gate_below_max (taking an idle connection
+// may require opening one). Every ordering that matters is a Dekker pair of seq_cst operations:
+// a parker CASes its cell, then loads the gate; a waiter stores the gate, then drains the cells.
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -82,15 +92,45 @@ class retired {
   std::shared_ptr<const log_context> m_log;
 };
 
+/// A histogram recorded by one thread at a time and read by others: the fast path records a
+/// lease's usage into its slot without the pool lock; stats() adds these up under the lock.
+/// Single writer (whoever holds the slot), so relaxed load+store replaces read-modify-write.
+struct slot_histogram {
+  std::array<std::atomic<std::uint64_t>, histogram::bucket_count + 1> buckets{};
+  std::atomic<std::uint64_t> count{0};
+  std::atomic<std::int64_t> sum_ns{0};
+  std::atomic<std::int64_t> max_ns{0};
+
+  static void bump(std::atomic<std::uint64_t>& a, std::uint64_t by = 1) noexcept {
+    a.store(a.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+  }
+  void record(duration d) noexcept {  // single writer only
+    const std::int64_t ns = d.count() > 0 ? static_cast<std::int64_t>(std::chrono::nanoseconds(d).count()) : 0;
+    bump(buckets[histogram::bucket_index(ns)]);
+    bump(count);
+    sum_ns.store(sum_ns.load(std::memory_order_relaxed) + ns, std::memory_order_relaxed);
+    if (ns > max_ns.load(std::memory_order_relaxed)) max_ns.store(ns, std::memory_order_relaxed);
+  }
+  void add_to(histogram& h) const noexcept {  // any thread
+    for (std::size_t i = 0; i < buckets.size(); ++i) h.buckets[i] += buckets[i].load(std::memory_order_relaxed);
+    h.count += count.load(std::memory_order_relaxed);
+    h.sum_seconds += static_cast<double>(sum_ns.load(std::memory_order_relaxed)) * 1e-9;
+    const double mx = static_cast<double>(max_ns.load(std::memory_order_relaxed)) * 1e-9;
+    if (mx > h.max_seconds) h.max_seconds = mx;
+  }
+};
+
 /// One live physical connection and its bookkeeping. Fields other than `conn` are guarded by
-/// m_mu; `conn` is used only by the thread that holds the slot (the lessee, or the pool thread
-/// validating/resetting it) and outside the lock.
+/// m_mu unless marked "owner"; `conn` and the owner fields are used only by the thread that holds
+/// the slot (the lessee, the fast path that parks or takes it, or the pool thread validating /
+/// resetting it). Ownership passes through m_mu or through a cell's seq_cst exchange, both of
+/// which order the previous owner's writes before the next owner's reads.
 struct slot {
   std::unique_ptr<physical> conn;
   time_point created_at{};
   time_point expires_at{time_point::max()};
-  time_point last_used_at{};   // last return by a user (coarse clock): drives idle_timeout
-  time_point last_alive_at{};  // last return or successful round trip: drives validation and pings
+  time_point last_used_at{};   // owner; last return by a user (coarse clock): drives idle_timeout
+  time_point last_alive_at{};  // owner; last return or successful round trip: validation, pings
   std::uint64_t generation = 0;
   std::size_t index = 0;           // position in pool_core::m_slots, for O(1) removal
   bool replacement_requested = false;  // within the expiry lead: a replacement was asked for
@@ -98,10 +138,16 @@ struct slot {
   bool fresh = false;              // published by a connect and not yet handed out
   std::uint64_t id = 0;            // 1, 2, 3 … per pool, in connect order: names it in logs
   // The current lease (valid while `leased`): for the usage histogram and leak detection.
+  // `leased` and `leased_at` are owner fields; the leak sweep reads them under m_mu, which is
+  // safe because leak detection turns the fast path off (every lease then goes through m_mu).
   bool leased = false;
   bool leak_reported = false;      // logged as a suspected leak during this lease
   time_point leased_at{};
   source_location leased_where{};  // recorded only when leak detection is on
+  // Fast-path statistics (owner writes, stats() reads; folded into pool_stats when it closes).
+  std::atomic<std::uint64_t> fast_acquires{0};  // zero-wait acquires taken from a cell
+  slot_histogram fast_usage;                     // usage of leases given back to a cell
+  std::size_t home = 0;                          // owner; the cell it was last taken from
 };
 
 /// A thread blocked in acquire(). Lives on that thread's stack; linked into the FIFO queue.
@@ -152,8 +198,29 @@ class pool_core {
     duration held;
   };
 
+  // --- the fast path (no lock) --------------------------------------------------------------
+  static constexpr unsigned gate_blocked = 1;    // no parking, no taking: use the locked path
+  static constexpr unsigned gate_below_max = 2;  // a take may need a connect: check under m_mu
+  /// Takes a parked connection, or nullptr. The caller owns it (counted in m_in_use).
+  slot* take_cell() noexcept;
+  /// Parks a clean, unexpired connection just given back. False if no cell was free or the gate
+  /// is blocked (the caller then takes the locked path).
+  bool park(slot* s) noexcept;
+  /// Gives back an idle, unleased slot through m_mu (a parked one reclaimed from its cell).
+  void put_back_slow(slot* s) noexcept;
+  /// Recomputes m_gate from the locked state (m_mu held); stores only when it changes.
+  void refresh_gate_locked() noexcept;
+  /// Moves every parked connection into m_idle (m_mu held).
+  void drain_cells_locked() noexcept;
+  /// Parked connections right now (m_mu held; a racing fast path may change it at once).
+  std::size_t parked_count() const noexcept;
+  /// A connection taken from a cell that cannot be handed out lock-free (retired, needs
+  /// validation): account for it under the lock like a slot popped from m_idle, or close it.
+  slot* adopt_locked(slot* s, time_point coarse_now, doomed_list& doomed);
+
   // --- helpers, all called with m_mu held -------------------------------------------------
   std::size_t total_locked() const noexcept { return m_idle.size() + m_in_use + m_connecting; }
+  std::uint64_t generation() const noexcept { return m_generation.load(std::memory_order_relaxed); }
   bool oldest_waiter_past_window_locked(time_point now) const noexcept;
   bool connect_needed_locked() const noexcept;
   void wake_connectors_locked() noexcept;
@@ -196,6 +263,14 @@ class pool_core {
   const duration m_leak_threshold;     // leak_detection_threshold; zero = off
   const std::shared_ptr<const log_context> m_log;  // logger and pool name; used outside m_mu only
   std::atomic<std::uint64_t> m_next_id{1};         // connection ids, taken by connect workers
+  const bool m_fast_enabled;  // no leak detection, no reset hook: leases may bypass m_mu
+  struct alignas(64) cell {   // one per cache line: two CPUs cycling two cells do not collide
+    std::atomic<std::uintptr_t> parked{0};  // a slot*, | parking_tag while its parker decides
+  };
+  static constexpr std::uintptr_t parking_tag = 1;  // slots are aligned: bit 0 is free
+  const std::size_t m_cell_count;          // min(max_size, 16)
+  const std::unique_ptr<cell[]> m_cells;   // lock-free; see the file comment
+  alignas(64) std::atomic<unsigned> m_gate{0};  // written under m_mu, read lock-free
 
   mutable std::mutex m_mu;
   // guarded by m_mu:
@@ -206,7 +281,7 @@ class pool_core {
   waiter* m_wait_head = nullptr;
   waiter* m_wait_tail = nullptr;
   std::size_t m_waiting = 0;
-  std::uint64_t m_generation = 0;
+  std::atomic<std::uint64_t> m_generation{0};  // written under m_mu; the fast path reads it
   bool m_closed = false;
   bool m_orphaned = false;  // the pool object is gone; the last lease deletes this
   std::size_t m_replacements_wanted = 0;

@@ -42,6 +42,7 @@ class fake_clock final : public core::clock {
       m_pool_mutex = lk.mutex();
     }
     if (now() >= deadline) return;
+    ++m_blocking_waits;
     entry e{&cv, deadline};
     m_waits.push_back(&e);  // guarded by the pool mutex (held by lk)
     cv.wait(lk);
@@ -66,6 +67,10 @@ class fake_clock final : public core::clock {
     for (entry* e : m_waits) e->cv->notify_all();
   }
 
+  /// How many times a thread has started to block here (any deadline): a test that must know a
+  /// background thread has looked at the pool again waits for this to grow.
+  int blocking_waits() const noexcept { return m_blocking_waits.load(); }
+
   /// Whether some thread is blocked waiting for exactly this deadline.
   bool has_waiter_until(time_point deadline) {
     std::mutex* mu = nullptr;
@@ -84,6 +89,7 @@ class fake_clock final : public core::clock {
     time_point deadline;
   };
   std::atomic<duration::rep> m_now{std::chrono::duration_cast<duration>(std::chrono::hours(1000)).count()};
+  std::atomic<int> m_blocking_waits{0};
   std::mutex m_reg;
   std::mutex* m_pool_mutex = nullptr;  // guarded by m_reg
   std::vector<entry*> m_waits;         // guarded by *m_pool_mutex

@@ -411,6 +411,115 @@ TEST(pool_core, health_pings_do_not_open_extra_connections) {
   EXPECT_EQ(p.stats().total, 2u);
 }
 
+// --- the lock-free fast path: a returned connection parks in a cell, the next acquire takes it ---
+
+TEST(pool_core, uncontended_cycles_are_counted_like_any_other_acquire) {
+  pool_config cfg = small_config(3, 3);
+  cfg.validate_after_idle = 1000s;  // no validation round trips: every cycle can stay lock-free
+  fake_pool p(cfg);
+  p.core->wait_ready(10s);
+  constexpr std::uint64_t cycles = 1000;
+  for (std::uint64_t i = 0; i < cycles; ++i) {
+    lease l = p.core->acquire(1s);
+    ASSERT_TRUE(l);
+    p.clock->advance(1ms);  // each lease held 1 ms (fake time)
+  }
+  lease a = p.core->acquire(1s);  // held while we look: one in use
+  const pool_stats s = p.stats();
+  EXPECT_EQ(s.acquires, cycles + 1);
+  EXPECT_EQ(s.acquire_wait.count, cycles + 1);
+  EXPECT_EQ(s.acquire_wait.buckets[0], cycles + 1) << "zero-wait acquires land in the lowest bucket";
+  EXPECT_EQ(s.usage.count, cycles);
+  EXPECT_NEAR(s.usage.sum_seconds, 1.0, 1e-6) << "1000 leases of 1 ms";
+  EXPECT_EQ(s.in_use, 1u);
+  EXPECT_EQ(s.idle, 2u) << "a parked connection is idle";
+  EXPECT_EQ(s.total, 3u);
+  EXPECT_EQ(s.waited_acquires, 0u);
+  EXPECT_EQ(p.stats().connections_created, 3u);
+}
+
+TEST(pool_core, counts_of_a_closed_connection_stay_in_the_totals) {
+  pool_config cfg = small_config(1, 1);
+  cfg.validate_after_idle = 1000s;
+  fake_pool p(cfg);
+  p.core->wait_ready(10s);
+  for (int i = 0; i < 10; ++i) lease l = p.core->acquire(1s);
+  p.core->evict_all();  // the parked connection closes; its fast-path counts move to the pool
+  ASSERT_TRUE(eventually([&] { return p.stats().evicted == 1; }));
+  const pool_stats s = p.stats();
+  EXPECT_EQ(s.acquires, 10u);
+  EXPECT_EQ(s.usage.count, 10u);
+  EXPECT_EQ(s.acquire_wait.count, 10u);
+}
+
+TEST(pool_core, taking_a_parked_connection_still_tops_up_min_idle) {
+  pool_config cfg = small_config(2, 1);
+  cfg.validate_after_idle = 1000s;
+  fake_pool p(cfg);
+  p.core->wait_ready(10s);
+  {
+    lease a = p.core->acquire(1s);  // idle 0: a second connection opens
+    ASSERT_TRUE(eventually([&] { return p.stats().idle == 1 && p.stats().connecting == 0; }));
+    lease b = p.core->acquire(1s);  // at max_size
+  }  // both come back and are parked
+  lease c = p.core->acquire(1s);
+  const int waits = p.clock->blocking_waits();
+  c.discard();  // below max_size again, one idle (parked): min_idle is met, nothing opens
+  ASSERT_TRUE(eventually([&] { return p.stats().total == 1 && p.stats().idle == 1; }));
+  // The discard woke a connect worker: let it look (and go back to sleep) before the next take.
+  ASSERT_TRUE(eventually([&] { return p.clock->blocking_waits() > waits; }));
+  const std::uint64_t created = p.stats().connections_created;
+  lease d = p.core->acquire(1s);  // takes the parked one: idle 0 < min_idle
+  ASSERT_TRUE(d);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; })) << "min_idle not restored after a lock-free take";
+  EXPECT_EQ(p.stats().connections_created, created + 1);
+  EXPECT_EQ(p.stats().total, 2u);
+}
+
+TEST(pool_core, parked_connections_close_with_the_pool_and_expire_unused) {
+  pool_config cfg = small_config(2, 2);
+  cfg.validate_after_idle = 1000s;
+  cfg.max_lifetime = 100s;
+  cfg.lifetime_jitter = 0;
+  cfg.initial_lifetime_spread = 0;
+  cfg.health_check_period = 0ms;
+  fake_pool p(cfg);
+  p.core->wait_ready(10s);
+  std::shared_ptr<fake_state> first;
+  {
+    lease l = p.core->acquire(1s);
+    first = p.connector->made().at(static_cast<std::size_t>(state_of(l).id - 1));
+  }  // parked
+  p.clock->advance(101s);  // expires while parked: the maintenance sweep closes it
+  ASSERT_TRUE(eventually([&] { return first->closed.load(); }));
+  ASSERT_TRUE(eventually([&] { return p.stats().closed_max_lifetime == 2 && p.stats().idle == 2; }));
+  std::shared_ptr<fake_state> second;
+  {
+    lease l = p.core->acquire(1s);
+    EXPECT_GT(state_of(l).id, 2) << "an expired connection was handed out";
+    second = p.connector->made().at(static_cast<std::size_t>(state_of(l).id - 1));
+  }  // parked again
+  p.core->close();
+  EXPECT_TRUE(second->closed) << "close() must find parked connections";
+  EXPECT_EQ(p.connector->live.load(), 0);
+}
+
+TEST(pool_core, a_waiter_gets_a_connection_returned_on_another_thread) {
+  pool_config cfg = small_config(1, 1);
+  cfg.validate_after_idle = 1000s;
+  cfg.fairness_window = std::chrono::microseconds(0);
+  fake_pool p(cfg);
+  p.core->wait_ready(10s);
+  for (int round = 0; round < 200; ++round) {
+    lease held = p.core->acquire(1s);
+    auto waiter = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(1000s)); });
+    ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));
+    held.release();  // parks or hands over: either way the waiter must get it
+    ASSERT_TRUE(waiter.get());
+  }
+  EXPECT_EQ(p.stats().acquire_timeouts, 0u);
+}
+
 TEST(pool_core, evict_all_retires_every_generation) {
   fake_pool p(small_config(3, 2));
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
