@@ -2,10 +2,13 @@
 //
 // Scenarios (each registered for both pools, one right after the other):
 //   cycle    acquire + release of an idle connection, no query. Pool of 4, all 4 open up front;
-//            1, 4 and 16 threads.
+//            1, 2, 4 and 16 threads.
 //   select1  acquire, pqxx::nontransaction exec "SELECT 1", release. Pool of 4; 1, 4, 16 threads.
 //   cycle/pqxxpool_precise_usage, cycle/pqxxpool_leak_detection  the 1-thread cycle of pools
 //            with precise_usage_timing on, and with leak_detection_threshold 60 s: their cost.
+//   cycle/pqxxpool_validation_skipped, cycle/pqxxpool_validation_every_acquire  the 1-thread
+//            cycle with the default validate_after_idle (1 s: the connection was just used, so
+//            the check is one comparison) and with validate_after_idle 0 (a round trip each time).
 //   histogram/record  one histogram::record (an acquire+release records two values).
 // Times are wall-clock (UseRealTime) per operation over all threads; items_per_second is the
 // total throughput of all threads; vcsw/op and ivcsw/op are the benchmark threads' voluntary
@@ -48,6 +51,8 @@ constexpr milliseconds max_lifetime{55 * 60 * 1000};
 pqxxpool::pool* g_pqxxpool = nullptr;
 pqxxpool::pool* g_precise = nullptr;  // precise_usage_timing = true
 pqxxpool::pool* g_leaks = nullptr;    // leak_detection_threshold = 60 s
+pqxxpool::pool* g_validate_skip = nullptr;   // validate_after_idle = 1 s (the default)
+pqxxpool::pool* g_validate_every = nullptr;  // validate_after_idle = 0: a round trip per acquire
 naive::pool* g_naive = nullptr;
 
 struct use_pqxxpool {
@@ -58,6 +63,12 @@ struct use_precise {
 };
 struct use_leak_detection {
   static pqxxpool::lease acquire() { return g_leaks->acquire(acquire_timeout); }
+};
+struct use_validate_skip {
+  static pqxxpool::lease acquire() { return g_validate_skip->acquire(acquire_timeout); }
+};
+struct use_validate_every {
+  static pqxxpool::lease acquire() { return g_validate_every->acquire(acquire_timeout); }
 };
 
 // The cost of recording one value (the pool records acquire_wait and usage per cycle).
@@ -132,12 +143,16 @@ void bm_select1(benchmark::State& state) {
 void register_benchmarks() {
   // pqxxpool and naive registered alternately, so that even without
   // --benchmark_enable_random_interleaving each pair runs back to back.
-  for (const int threads : {1, 4, 16}) {
+  for (const int threads : {1, 2, 4, 16}) {
     benchmark::RegisterBenchmark("cycle/pqxxpool", bm_cycle<use_pqxxpool>)->Threads(threads)->UseRealTime();
     benchmark::RegisterBenchmark("cycle/naive", bm_cycle<use_naive>)->Threads(threads)->UseRealTime();
   }
   benchmark::RegisterBenchmark("cycle/pqxxpool_precise_usage", bm_cycle<use_precise>)->Threads(1)->UseRealTime();
   benchmark::RegisterBenchmark("cycle/pqxxpool_leak_detection", bm_cycle<use_leak_detection>)->Threads(1)->UseRealTime();
+  benchmark::RegisterBenchmark("cycle/pqxxpool_validation_skipped", bm_cycle<use_validate_skip>)->Threads(1)->UseRealTime();
+  benchmark::RegisterBenchmark("cycle/pqxxpool_validation_every_acquire", bm_cycle<use_validate_every>)
+      ->Threads(1)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("histogram/record", bm_histogram_record);
   for (const int threads : {1, 4, 16}) {
     benchmark::RegisterBenchmark("select1/pqxxpool", bm_select1<use_pqxxpool>)->Threads(threads)->UseRealTime();
@@ -209,8 +224,17 @@ int main(int argc, char** argv) {
     cfg.precise_usage_timing = false;
     cfg.leak_detection_threshold = milliseconds{60'000};
     auto leaks = std::make_unique<pqxxpool::pool>(cfg);
+    cfg.leak_detection_threshold = milliseconds{0};
+    cfg.name = "bench_validate_skip";
+    cfg.validate_after_idle = milliseconds{1'000};
+    auto validate_skip = std::make_unique<pqxxpool::pool>(cfg);
+    cfg.name = "bench_validate_every";
+    cfg.validate_after_idle = milliseconds{0};
+    auto validate_every = std::make_unique<pqxxpool::pool>(cfg);
     precise->wait_ready(milliseconds{30'000});
     leaks->wait_ready(milliseconds{30'000});
+    validate_skip->wait_ready(milliseconds{30'000});
+    validate_every->wait_ready(milliseconds{30'000});
 
     auto nv = std::make_unique<naive::pool>(conninfo, pool_size, max_lifetime);
     std::string server;
@@ -231,12 +255,14 @@ int main(int argc, char** argv) {
     g_pqxxpool = px.get();
     g_precise = precise.get();
     g_leaks = leaks.get();
+    g_validate_skip = validate_skip.get();
+    g_validate_every = validate_every.get();
     g_naive = nv.get();
     register_benchmarks();
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     print_stats(px->stats());
-    g_pqxxpool = g_precise = g_leaks = nullptr;
+    g_pqxxpool = g_precise = g_leaks = g_validate_skip = g_validate_every = nullptr;
     g_naive = nullptr;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pqxxpool_bench: %s\n", e.what());
