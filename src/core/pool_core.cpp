@@ -148,9 +148,16 @@ void pool_core::destroy_from_owner() noexcept {
 // ---------------------------------------------------------------------------------------------
 // the fast path (no lock)
 
+bool pool_core::head_past_window() const noexcept {
+  const duration::rep end = m_head_window_end.load(std::memory_order_seq_cst);
+  return end != duration::max().count() && m_clock->now().time_since_epoch().count() >= end;
+}
+
 slot* pool_core::take_cell() noexcept {
-  // Fairness: while anyone waits, newcomers take the locked path and queue behind them.
   if ((m_gate.load(std::memory_order_seq_cst) & gate_blocked) != 0) return nullptr;
+  // Fairness: once the oldest waiter is past its window, newcomers queue behind it (the locked
+  // path also hands it what is parked).
+  if (m_waiters_pub.load(std::memory_order_seq_cst) > 0 && head_past_window()) return nullptr;
   const std::size_t n = m_cell_count;
   std::size_t j = t_cell_hint < n ? t_cell_hint : 0;
   for (std::size_t i = 0; i < n; ++i, j = (j + 1 == n ? 0 : j + 1)) {
@@ -180,9 +187,15 @@ bool pool_core::park(slot* s) noexcept {
     if (!m_cells[j].parked.compare_exchange_strong(expected, v | parking_tag, std::memory_order_seq_cst)) continue;
     // Dekker with enqueue/close: they store the gate, then drain the cells. Either this load
     // sees their gate, or their drain (which waits out the tag) finds the connection parked.
-    if ((m_gate.load(std::memory_order_seq_cst) & gate_blocked) != 0) {
-      // Someone waits or the pool closed: the locked path hands the connection over or closes
-      // it. Still counted in m_in_use, so an orphaned core cannot be deleted under our feet.
+    // Someone waits: the connection may stay parked only while the oldest waiter is within its
+    // window and a woken waiter is on its way to look at the cells (it drains them after it
+    // stops counting itself in m_awake: a Dekker pair with this load). Otherwise the locked path
+    // hands it to the oldest waiter, or wakes one to compete for it.
+    const bool waiters = m_waiters_pub.load(std::memory_order_seq_cst) > 0;
+    if ((m_gate.load(std::memory_order_seq_cst) & gate_blocked) != 0 ||
+        (waiters && (m_awake.load(std::memory_order_seq_cst) == 0 || head_past_window()))) {
+      // The pool closed, or a waiter needs this connection: the locked path hands it over or
+      // closes it. Still counted in m_in_use, so an orphaned core cannot be deleted under us.
       m_cells[j].parked.store(0, std::memory_order_release);
       put_back_slow(s);
       return true;
@@ -209,9 +222,14 @@ void pool_core::put_back_slow(slot* s) noexcept {
 
 void pool_core::refresh_gate_locked() noexcept {
   unsigned g = 0;
-  if (!m_fast_enabled || m_closed || m_waiting > 0) g |= gate_blocked;
+  if (!m_fast_enabled || m_closed) g |= gate_blocked;
   if (total_locked() < m_cfg.max_size) g |= gate_below_max;
   if (m_gate.load(std::memory_order_relaxed) != g) m_gate.store(g, std::memory_order_seq_cst);
+  if (m_waiters_pub.load(std::memory_order_relaxed) != m_waiting) m_waiters_pub.store(m_waiting, std::memory_order_seq_cst);
+  const duration::rep end = m_wait_head != nullptr
+                                ? (m_wait_head->enqueued_at + m_cfg.fairness_window).time_since_epoch().count()
+                                : duration::max().count();
+  if (m_head_window_end.load(std::memory_order_relaxed) != end) m_head_window_end.store(end, std::memory_order_seq_cst);
 }
 
 void pool_core::drain_cells_locked() noexcept {
@@ -232,6 +250,21 @@ void pool_core::drain_cells_locked() noexcept {
       }
       // v now holds the cell's new value (taken, or re-parked): look again.
     }
+  }
+}
+
+void pool_core::serve_past_window_locked(time_point now, doomed_list& doomed) {
+  drain_cells_locked();
+  const time_point coarse_now = m_clock->coarse_now();
+  while (m_wait_head != nullptr && now - m_wait_head->enqueued_at >= m_cfg.fairness_window && !m_idle.empty()) {
+    slot* s = pop_usable_idle_locked(coarse_now, doomed);
+    if (s == nullptr) break;
+    waiter* h = m_wait_head;
+    const bool was_woken = h->woken;
+    dequeue_locked(*h);
+    h->handed = s;
+    h->cv.notify_one();
+    if (was_woken) wake_idle_competitor_locked();  // its wake-up must not be lost
   }
 }
 
@@ -347,8 +380,8 @@ void pool_core::enqueue_locked(waiter& w) noexcept {
     m_wait_head = &w;
   m_wait_tail = &w;
   ++m_waiting;
-  // Close the fast path before looking for parked connections (the waiter drains after this):
-  // a parker that missed this gate is seen by the drain, and vice versa.
+  // Publish the waiter before looking for parked connections (the waiter drains after this):
+  // a parker that missed it is seen by the drain, and vice versa.
   refresh_gate_locked();
 }
 
@@ -364,6 +397,7 @@ void pool_core::dequeue_locked(waiter& w) noexcept {
   w.prev = w.next = nullptr;
   w.queued = false;
   --m_waiting;
+  if (w.woken) m_awake.fetch_sub(1, std::memory_order_seq_cst);  // w.woken stays set for the caller
   refresh_gate_locked();
 }
 
@@ -374,6 +408,7 @@ void pool_core::wake_idle_competitor_locked() noexcept {
   for (waiter* w = m_wait_head; w != nullptr; w = w->next) {
     if (!w->woken) {
       w->woken = true;
+      m_awake.fetch_add(1, std::memory_order_seq_cst);
       w->cv.notify_one();
       return;
     }
@@ -461,7 +496,13 @@ slot* pool_core::take_idle_locked(time_point coarse_now, doomed_list& doomed) {
   // The fast path: one critical section, no allocation, the precise clock read only when
   // someone waits (to apply the fairness window).
   if (m_closed) throw pool_closed();
-  if (m_wait_head != nullptr && oldest_waiter_past_window_locked(m_clock->now())) return nullptr;
+  if (m_wait_head != nullptr) {
+    const time_point now = m_clock->now();
+    if (oldest_waiter_past_window_locked(now)) {
+      serve_past_window_locked(now, doomed);  // parked connections go to the waiters first
+      return nullptr;                          // and this newcomer queues behind them
+    }
+  }
   drain_cells_locked();
   slot* s = pop_usable_idle_locked(coarse_now, doomed);
   if (s == nullptr) return nullptr;
@@ -609,7 +650,7 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
   ++m_stats.waited_acquires;
   waiter w;
   w.enqueued_at = start;
-  enqueue_locked(w);  // closes the fast path: nothing is parked after the drain below
+  enqueue_locked(w);  // published: a connection parked after the drain below wakes a waiter
   drain_cells_locked();
   if (!m_idle.empty()) wake_idle_competitor_locked();  // parked after take_idle_locked looked
   // Whatever leaves this function by an exception (bad_alloc included) must not leave the node,
@@ -638,6 +679,8 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
     if (m_closed) throw pool_closed();  // the guard unlinks w
     if (w.woken) {
       w.woken = false;
+      m_awake.fetch_sub(1, std::memory_order_seq_cst);  // then drain: the Dekker pair with park()
+      drain_cells_locked();
       s = pop_usable_idle_locked(m_clock->coarse_now(), doomed);
       if (s != nullptr) {
         dequeue_locked(w);

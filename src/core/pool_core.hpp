@@ -208,10 +208,16 @@ class pool_core {
   bool park(slot* s) noexcept;
   /// Gives back an idle, unleased slot through m_mu (a parked one reclaimed from its cell).
   void put_back_slow(slot* s) noexcept;
-  /// Recomputes m_gate from the locked state (m_mu held); stores only when it changes.
+  /// Recomputes m_gate and the published waiter state (m_mu held); stores only what changed.
   void refresh_gate_locked() noexcept;
   /// Moves every parked connection into m_idle (m_mu held).
   void drain_cells_locked() noexcept;
+  /// Whether the oldest waiter has waited past the fairness window (lock-free; reads the precise
+  /// clock, but only while someone waits).
+  bool head_past_window() const noexcept;
+  /// The oldest waiter is past its window (m_mu held): drain the cells and hand what is idle to
+  /// the waiters past their window, oldest first.
+  void serve_past_window_locked(time_point now, doomed_list& doomed);
   /// Parked connections right now (m_mu held; a racing fast path may change it at once).
   std::size_t parked_count() const noexcept;
   /// A connection taken from a cell that cannot be handed out lock-free (retired, needs
@@ -271,6 +277,10 @@ class pool_core {
   const std::size_t m_cell_count;          // min(max_size, 16)
   const std::unique_ptr<cell[]> m_cells;   // lock-free; see the file comment
   alignas(64) std::atomic<unsigned> m_gate{0};  // written under m_mu, read lock-free
+  // Published under m_mu for the lock-free side (seq_cst stores; see docs/design.md):
+  std::atomic<std::size_t> m_waiters_pub{0};   // = m_waiting
+  std::atomic<duration::rep> m_head_window_end{duration::max().count()};  // oldest waiter's, or max
+  std::atomic<std::size_t> m_awake{0};  // waiters woken to compete that have not looked yet
 
   mutable std::mutex m_mu;
   // guarded by m_mu:

@@ -504,10 +504,13 @@ TEST(pool_core, parked_connections_close_with_the_pool_and_expire_unused) {
   EXPECT_EQ(p.connector->live.load(), 0);
 }
 
-TEST(pool_core, a_waiter_gets_a_connection_returned_on_another_thread) {
+// Point 1 of the fast path's memory-ordering argument (docs/design.md), with the window at 0
+// (the return must hand over) and at its default (the waiter, within its window in fake time
+// for ever, must be woken by the return: a connection left parked would strand it).
+void waiter_gets_connection_returned_on_another_thread(std::chrono::microseconds window) {
   pool_config cfg = small_config(1, 1);
   cfg.validate_after_idle = 1000s;
-  cfg.fairness_window = std::chrono::microseconds(0);
+  cfg.fairness_window = window;
   fake_pool p(cfg);
   p.core->wait_ready(10s);
   for (int round = 0; round < 200; ++round) {
@@ -515,9 +518,18 @@ TEST(pool_core, a_waiter_gets_a_connection_returned_on_another_thread) {
     auto waiter = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(1000s)); });
     ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));
     held.release();  // parks or hands over: either way the waiter must get it
+    if (waiter.wait_for(20s) != std::future_status::ready) {
+      p.core->close();  // frees the waiter (it throws pool_closed), so the test ends
+      FAIL() << "waiter stranded in round " << round;
+    }
     ASSERT_TRUE(waiter.get());
   }
   EXPECT_EQ(p.stats().acquire_timeouts, 0u);
+}
+
+TEST(pool_core, a_waiter_gets_a_connection_returned_on_another_thread) {
+  waiter_gets_connection_returned_on_another_thread(std::chrono::microseconds(0));
+  waiter_gets_connection_returned_on_another_thread(std::chrono::microseconds(100));
 }
 
 TEST(pool_core, evict_all_retires_every_generation) {

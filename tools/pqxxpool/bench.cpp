@@ -168,6 +168,9 @@ class pqxxpool_variant {
     cfg.validate_after_idle = no_checks;
     cfg.health_check_period = no_checks;
     cfg.logger = std::move(logger);
+    // For experiments (docs/benchmarks.md): PQXXPOOL_BENCH_FAIRNESS_US overrides the window.
+    if (const char* w = std::getenv("PQXXPOOL_BENCH_FAIRNESS_US"); w != nullptr && *w != '\0')
+      cfg.fairness_window = std::chrono::microseconds(std::atoll(w));
     if (c.spike)
       cfg.before_connect = [](pqxxpool::connect_params&) { std::this_thread::sleep_for(spike_connect_delay); };
     return cfg;
