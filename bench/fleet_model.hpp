@@ -10,9 +10,11 @@
 //    std::uniform_real_distribution<double>(0, 1), one draw per successful connect, in connect
 //    order: the same code as connect_loop, so the same seed gives the same lifetimes;
 //  * the maintenance thread wakes at the earliest expiry and closes the connection then
-//    (maintenance_sweep_locked). Its replacement "ahead of expiry" (expiry_lead_for: a tenth of
-//    the lifetime, at most 30 s) needs total < max_size (connect_needed_locked), which a full pool
-//    never has, so here every replacement is opened when the old connection closes;
+//    (maintenance_sweep_locked). It also wakes at each connection's replace-at instant (expiry
+//    minus the expiry lead, expiry_lead_for: a tenth of the lifetime, at most 30 s) and marks it;
+//    a full pool (always, here) retires one marked connection early while nothing is connecting
+//    (early_retire_allowed_locked; the first in connect order, as the idle stack keeps them),
+//    and after each connect that fills the pool again the next marked one follows;
 //  * a connect is attempted while total < max_size, never before
 //    max(m_next_connect_at, m_next_rate_at): each attempt moves m_next_rate_at to start + 1 /
 //    max_connect_rate; a failure sets m_next_connect_at = now + backoff and doubles the backoff
@@ -107,6 +109,7 @@ inline run_result run_model(const fleet_options& o) {
   struct conn {
     std::uint64_t id;
     time_point created;
+    bool marked = false;  // replace-at passed: retires early when the pool is full
   };
   struct mpool {
     std::mt19937_64 rng;
@@ -119,7 +122,10 @@ inline run_result run_model(const fleet_options& o) {
     duration backoff{};
     bool attempt_queued = false;
   };
-  enum class kind { attempt, expire };
+  enum class kind { attempt, expire, replace };
+  const duration lead = o.max_lifetime.count() > 0
+                            ? std::min<duration>(std::chrono::seconds(30), std::chrono::duration_cast<duration>(o.max_lifetime) / 10)
+                            : duration::zero();
   struct event {
     time_point t;
     std::uint64_t tie;
@@ -155,6 +161,17 @@ inline run_result run_model(const fleet_options& o) {
     push(allowed <= now ? now : quantize(allowed, o.step), i, kind::attempt, 0);
   };
 
+  // A full pool retires its first marked connection (the core's sweep, or its publish-then-sweep).
+  auto retire_early = [&](std::size_t i, time_point now) {
+    mpool& p = pools[i];
+    if (p.conns.size() < o.pool_size) return;
+    auto it = std::find_if(p.conns.begin(), p.conns.end(), [](const conn& c) { return c.marked; });
+    if (it == p.conns.end()) return;
+    cl.closed(i, it->created, now);
+    p.conns.erase(it);
+    want(i, now);
+  };
+
   for (std::size_t i = 0; i < o.instances; ++i) start(i, 0, t0);
   bool restarted = false;
   while (!q.empty()) {
@@ -174,6 +191,13 @@ inline run_result run_model(const fleet_options& o) {
     q.pop();
     mpool& p = pools[e.pool];
     if (e.gen != p.gen) continue;  // scheduled by an incarnation the restart ended
+    if (e.k == kind::replace) {
+      auto it = std::find_if(p.conns.begin(), p.conns.end(), [&](const conn& c) { return c.id == e.conn; });
+      if (it == p.conns.end()) continue;
+      it->marked = true;
+      retire_early(e.pool, e.t);
+      continue;
+    }
     if (e.k == kind::expire) {
       auto it = std::find_if(p.conns.begin(), p.conns.end(), [&](const conn& c) { return c.id == e.conn; });
       if (it == p.conns.end()) continue;
@@ -192,8 +216,10 @@ inline run_result run_model(const fleet_options& o) {
       const std::uint64_t id = p.next_id++;
       p.conns.push_back({id, e.t});
       push(quantize(expires, o.step), e.pool, kind::expire, id);
+      if (lead > duration::zero()) push(quantize(expires - lead, o.step), e.pool, kind::replace, id);
       p.backoff = o.backoff_initial;
       p.next_connect_at = time_point{};
+      retire_early(e.pool, e.t);  // the pool is full again: the next marked one may go
     } else {
       duration wait = p.backoff;
       if (o.backoff_jitter > 0)

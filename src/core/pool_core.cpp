@@ -310,6 +310,14 @@ bool pool_core::connect_needed_locked() const noexcept {
   return need > m_connecting;
 }
 
+bool pool_core::early_retire_allowed_locked() const noexcept {
+  // A full pool has no room to open a replacement ahead of an expiry. Then a connection that
+  // asked for a replacement may retire early (closed_max_lifetime), so that its replacement opens
+  // while the others still serve: one at a time (nothing connecting), and only while nobody
+  // waits (a waiter would rather have the connection than wait for a connect).
+  return !m_closed && total_locked() >= m_cfg.max_size && m_connecting == 0 && m_wait_head == nullptr;
+}
+
 void pool_core::wake_connectors_locked() noexcept {
   if (m_connectors_sleeping > 0) m_connect_cv.notify_one();
 }
@@ -713,7 +721,7 @@ void pool_core::give_back(slot* s, bool discard) noexcept {
   const time_point coarse_now = m_clock->coarse_now();
   const time_point usage_end = m_cfg.precise_usage_timing ? m_clock->now() : coarse_now;
   if (m_fast_enabled && st == return_state::clean && s->generation == generation() &&
-      coarse_now < s->expires_at - m_coarse_lag) {
+      coarse_now < s->expires_at - m_coarse_lag && !s->replacement_requested.load(std::memory_order_relaxed)) {
     // The fast path: record into the slot, park it, no lock. park() fails when someone waits,
     // the pool is closed, or every cell is taken; the slot then goes back under the lock.
     s->fast_usage.record(usage_end - s->leased_at);
@@ -749,6 +757,9 @@ void pool_core::give_back(slot* s, bool discard) noexcept {
       s->last_used_at = s->last_alive_at = coarse_now;
       m_reset_queue.push_back(s);
       m_maint_cv.notify_one();
+    } else if (s->replacement_requested && early_retire_allowed_locked()) {
+      // Within its expiry lead in a full pool: retired now so its replacement opens ahead.
+      doomed = remove_slot_locked(s, close_reason::max_lifetime);
     } else {
       s->last_used_at = s->last_alive_at = coarse_now;
       doomed = put_back_locked(s, coarse_now);  // closes it instead if retired or pool closed
@@ -1058,6 +1069,17 @@ time_point pool_core::maintenance_sweep_locked(time_point now, doomed_list& doom
         next = std::min(next, replace_at);
       }
       if (s->expires_at > now) next = std::min(next, s->expires_at);
+    }
+    // A full pool: retire one idle connection that asked for a replacement now (see
+    // early_retire_allowed_locked); an in-use one is retired on its return instead. When the
+    // replacement is published, the maintenance thread is notified and may retire the next one.
+    if (early_retire_allowed_locked()) {
+      for (std::size_t i = 0; i < m_idle.size(); ++i) {
+        if (m_idle[i]->replacement_requested) {
+          doomed.push_back(remove_slot_locked(take_idle_at(i), close_reason::max_lifetime));
+          break;
+        }
+      }
     }
   }
   // Leak detection: each lease held past the threshold is reported once; otherwise wake up when

@@ -133,7 +133,9 @@ struct slot {
   time_point last_alive_at{};  // owner; last return or successful round trip: validation, pings
   std::uint64_t generation = 0;
   std::size_t index = 0;           // position in pool_core::m_slots, for O(1) removal
-  bool replacement_requested = false;  // within the expiry lead: a replacement was asked for
+  // Within the expiry lead: a replacement was asked for. Written under m_mu; atomic because the
+  // owner's lock-free return reads it (such a connection goes back through the lock).
+  std::atomic<bool> replacement_requested{false};
   bool replacement_made = false;       // ... and a new connection was published for it
   bool fresh = false;              // published by a connect and not yet handed out
   std::uint64_t id = 0;            // 1, 2, 3 … per pool, in connect order: names it in logs
@@ -229,6 +231,7 @@ class pool_core {
   std::uint64_t generation() const noexcept { return m_generation.load(std::memory_order_relaxed); }
   bool oldest_waiter_past_window_locked(time_point now) const noexcept;
   bool connect_needed_locked() const noexcept;
+  bool early_retire_allowed_locked() const noexcept;
   void wake_connectors_locked() noexcept;
   slot* take_idle_locked(time_point coarse_now, doomed_list& doomed);
   slot* pop_usable_idle_locked(time_point coarse_now, doomed_list& doomed);

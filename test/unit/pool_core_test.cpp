@@ -258,6 +258,35 @@ TEST(pool_core, replacement_is_opened_ahead_of_expiry_while_below_max) {
   EXPECT_LE(p.stats().total, 3u);
 }
 
+TEST(pool_core, a_full_pool_retires_early_within_the_lead_so_replacements_open_ahead) {
+  pool_config cfg = small_config(2, 2);  // always full: no room to open a replacement alongside
+  cfg.max_lifetime = 100s;                // lead = 10 s
+  cfg.lifetime_jitter = 0;
+  cfg.initial_lifetime_spread = 0;        // both expire at exactly 100 s
+  cfg.health_check_period = 0ms;
+  cfg.idle_timeout = 0ms;
+  cfg.validate_after_idle = 1000s;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+  lease busy = p.core->acquire(1s);
+  const std::shared_ptr<fake_state> busy_state = p.connector->made().at(static_cast<std::size_t>(state_of(busy).id - 1));
+  p.clock->advance(91s);  // both within the lead: the idle one retires now, its replacement opens
+  ASSERT_TRUE(eventually([&] { return p.stats().connections_created == 3 && p.stats().idle == 1; }));
+  EXPECT_EQ(p.stats().closed_max_lifetime, 1u);
+  EXPECT_FALSE(busy_state->closed) << "a leased connection is never closed under its user";
+  busy.release();  // in its lead, in a full pool: retired on return (not parked), replaced at once
+  EXPECT_TRUE(busy_state->closed);
+  ASSERT_TRUE(eventually([&] { return p.stats().connections_created == 4 && p.stats().idle == 2; }));
+  EXPECT_EQ(p.stats().closed_max_lifetime, 2u);
+  // Nobody had to wait for a connect, and nothing is left to expire at 100 s.
+  lease a = p.core->acquire(0ms);
+  lease b = p.core->acquire(0ms);
+  EXPECT_TRUE(a && b);
+  EXPECT_EQ(p.stats().waited_for_connect, 0u);
+  EXPECT_GT(core::pool_core::expires_at(a), p.clock->now() + 90s);
+  EXPECT_GT(core::pool_core::expires_at(b), p.clock->now() + 90s);
+}
+
 TEST(pool_core, idle_reaping_never_goes_below_min_idle) {
   pool_config cfg = small_config(5, 2);
   cfg.idle_timeout = 60s;
