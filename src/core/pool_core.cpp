@@ -306,7 +306,7 @@ bool pool_core::connect_needed_locked() const noexcept {
   // Being pinged or parked: idle in all but name. Counting the cells with seq_cst loads pairs
   // with the fast path's take-then-check-gate (see acquire()).
   const std::size_t have = m_idle.size() + m_pinging + parked_count();
-  const std::size_t need = (wanted > have ? wanted - have : 0) + m_replacements_wanted;
+  const std::size_t need = (wanted > have ? wanted - have : 0) + m_replacements_wanted + m_early_retired;
   return need > m_connecting;
 }
 
@@ -411,7 +411,11 @@ void pool_core::dequeue_locked(waiter& w) noexcept {
 
 void pool_core::wake_idle_competitor_locked() noexcept {
   // Wake the oldest waiter not already woken, so it can take the idle connection. One wake-up
-  // per idle connection, never notify_all.
+  // per idle connection, never notify_all. Parked connections count: this often runs right
+  // after a woken waiter was dequeued (m_awake fell), and a parker that saw that waiter left its
+  // connection in a cell for it; the drain (after the decrement) is the other half of that pair.
+  if (m_wait_head == nullptr) return;
+  drain_cells_locked();
   if (m_idle.empty()) return;
   for (waiter* w = m_wait_head; w != nullptr; w = w->next) {
     if (!w->woken) {
@@ -759,6 +763,7 @@ void pool_core::give_back(slot* s, bool discard) noexcept {
       m_maint_cv.notify_one();
     } else if (s->replacement_requested && early_retire_allowed_locked()) {
       // Within its expiry lead in a full pool: retired now so its replacement opens ahead.
+      if (!s->replacement_made) ++m_early_retired;  // before the removal wakes a connect worker
       doomed = remove_slot_locked(s, close_reason::max_lifetime);
     } else {
       s->last_used_at = s->last_alive_at = coarse_now;
@@ -827,6 +832,7 @@ void pool_core::evict_all() {
     m_generation.fetch_add(1, std::memory_order_relaxed);
     drain_cells_locked();  // parked ones close too; one parked after this is retired on use
     m_initial_spread_left = m_cfg.min_idle;  // a new generation starts together, like a new pool
+    m_early_retired = 0;                     // min_idle and demand decide for the new generation
     doomed.reserve(m_idle.size());
     while (!m_idle.empty()) {
       slot* s = m_idle.back();
@@ -974,7 +980,9 @@ void pool_core::connect_loop() {
         slot* raw = s.get();
         m_slots.push_back(std::move(s));  // capacity reserved: no allocation
         ++m_in_use;
-        if (m_replacements_wanted > 0) {
+        if (m_early_retired > 0) {
+          --m_early_retired;  // this connection replaces one retired early in a full pool
+        } else if (m_replacements_wanted > 0) {
           // This connection replaces one that asked for a replacement ahead of its expiry.
           for (const auto& other : m_slots) {
             if (other->replacement_requested && !other->replacement_made) {
@@ -1076,6 +1084,7 @@ time_point pool_core::maintenance_sweep_locked(time_point now, doomed_list& doom
     if (early_retire_allowed_locked()) {
       for (std::size_t i = 0; i < m_idle.size(); ++i) {
         if (m_idle[i]->replacement_requested) {
+          if (!m_idle[i]->replacement_made) ++m_early_retired;
           doomed.push_back(remove_slot_locked(take_idle_at(i), close_reason::max_lifetime));
           break;
         }
@@ -1098,6 +1107,7 @@ time_point pool_core::maintenance_sweep_locked(time_point now, doomed_list& doom
     }
   }
   if (connect_needed_locked()) wake_connectors_locked();
+  wake_idle_competitor_locked();  // idle connections (drained from the cells) and waiters: wake one
   return next;
 }
 

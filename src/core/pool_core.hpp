@@ -298,6 +298,7 @@ class pool_core {
   bool m_closed = false;
   bool m_orphaned = false;  // the pool object is gone; the last lease deletes this
   std::size_t m_replacements_wanted = 0;
+  std::size_t m_early_retired = 0;  // retired early in a full pool, replacement not yet open
   std::size_t m_pinging = 0;  // idle connections taken out for a health ping
   time_point m_next_connect_at{};  // backoff: no connect starts before this
   time_point m_next_rate_at{};     // max_connect_rate: no connect starts before this
