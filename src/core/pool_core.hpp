@@ -13,14 +13,17 @@
 // Invariant (under m_mu): total = m_idle.size() + m_in_use + m_connecting <= max_size, and
 // m_slots.size() == m_idle.size() + m_in_use.
 //
-// The fast path (docs/design.md, "The fast path"): while nobody waits, a clean connection given
-// back is parked in one of a few atomic cells instead of m_idle, and acquire() takes it from there,
-// so an uncontended acquire+release takes no lock. A parked connection is idle in every sense but
-// is counted in m_in_use until a locked path drains the cells into m_idle. m_gate tells the
-// lock-free side what the locked side decided: gate_blocked (someone waits, the pool is closed, or
-// the configuration needs the lock on every acquire) and gate_below_max (taking an idle connection
-// may require opening one). Every ordering that matters is a Dekker pair of seq_cst operations:
-// a parker CASes its cell, then loads the gate; a waiter stores the gate, then drains the cells.
+// The fast path (docs/design.md, "The lock-free fast path"): a clean connection given back is
+// parked in one of a few atomic cells instead of m_idle, and acquire() takes it from there, so an
+// uncontended acquire+release takes no lock. A parked connection is idle in every sense but is
+// counted in m_in_use until a locked path drains the cells into m_idle. What the locked side
+// decided is published for the lock-free side in atomics written under m_mu: m_gate
+// (gate_blocked: the pool is closed or the configuration needs the lock on every lease;
+// gate_below_max: taking an idle connection may require opening one), m_waiters_pub,
+// m_head_window_end and m_awake (while a waiter is past its window, or waiters wait and none is
+// on its way to look at the cells, returns go through the lock). Every ordering that matters is
+// a Dekker pair of seq_cst operations: e.g. a parker CASes its cell, then loads the waiter count;
+// a new waiter publishes itself, then drains the cells.
 
 #include <array>
 #include <atomic>
