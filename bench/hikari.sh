@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# HikariCP side by side with pqxxpool and the naive pool: the same scenarios, the same server,
-# one sitting (docs/benchmarks.md, "HikariCP measured here").
+# HikariCP and pgxpool side by side with pqxxpool and the naive pool: the same scenarios, the same
+# server, one sitting (docs/benchmarks.md, "HikariCP measured here").
 #
 # Usage: bash bench/hikari.sh [--out DIR] [--seconds S] [--runs N]
 #
-#   --out DIR      where hikari.jsonl and bench.jsonl go (default build/bench-results/hikari-DATE)
+#   --out DIR      where hikari.jsonl, pgxpool.jsonl and bench.jsonl go
+#                  (default build/bench-results/hikari-DATE)
 #   --seconds S    length of each run (default 3)
 #   --runs N       runs per case and pool (default 3; medians are reported)
 #
 # Installs what it needs from Debian if missing (openjdk-17-jdk-headless, libhikaricp-java 2.7.9,
-# libpostgresql-jdbc-java), compiles bench/hikari/HikariBench.java into build/hikari, starts a
-# throwaway cluster with test/support/pgcluster.sh (stopped and removed on exit), runs HikariBench
-# (cycle_t1, cycle_t16, select1_t4, select1_t16, contended_t16; JIT warmed up first), then
-# `pqxxpool bench` for the same cases, and prints one table: pqxxpool / naive / HikariCP.
+# libpostgresql-jdbc-java, golang-go 1.19, golang-github-jackc-pgx-v4-dev 4.15), compiles
+# bench/hikari/HikariBench.java into build/hikari and bench/pgxpool/main.go into
+# build/pgxpool/pgxpoolbench (offline: GOPATH mode on Debian's Go sources in /usr/share/gocode,
+# GOPROXY=off), starts a throwaway cluster with test/support/pgcluster.sh (stopped and removed on
+# exit), runs HikariBench (JIT warmed up first) and pgxpoolbench (warmed up the same way) through
+# cycle_t1, cycle_t16, select1_t4, select1_t16, contended_t16, then `pqxxpool bench` for the same
+# cases, and prints one table: pqxxpool / naive / HikariCP / pgxpool.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,6 +48,9 @@ need=()
 command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
 [[ -f /usr/share/java/HikariCP.jar ]] || need+=(libhikaricp-java)
 [[ -f /usr/share/java/postgresql.jar ]] || need+=(libpostgresql-jdbc-java)
+command -v go >/dev/null || need+=(golang-go)
+readonly GOCODE=/usr/share/gocode
+[[ -d "$GOCODE/src/github.com/jackc/pgx/v4/pgxpool" ]] || need+=(golang-github-jackc-pgx-v4-dev)
 if ((${#need[@]} > 0)); then
     printf 'hikari.sh: installing %s\n' "${need[*]}" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2 || die "apt-get install ${need[*]} failed"
@@ -51,6 +58,15 @@ fi
 readonly CP="/usr/share/java/HikariCP.jar:/usr/share/java/postgresql.jar:/usr/share/java/slf4j-api.jar"
 mkdir -p "$ROOT/build/hikari"
 javac -d "$ROOT/build/hikari" -cp "$CP" "$ROOT/bench/hikari/HikariBench.java" || die "javac failed"
+# Offline Go build: GOPATH mode against the library sources Debian installs under $GOCODE/src
+# (no go.mod, no module cache, nothing fetched); the build cache stays in build/pgxpool.
+pgx_version="$(dpkg-query -W -f='${Version}' golang-github-jackc-pgx-v4-dev)" || die "pgx v4 not installed"
+mkdir -p "$ROOT/build/pgxpool"
+(cd "$ROOT/bench/pgxpool" &&
+    GO111MODULE=off GOPATH="$GOCODE" GOPROXY=off GOFLAGS='' GOTOOLCHAIN=local \
+        GOCACHE="$ROOT/build/pgxpool/gocache" go build -p "${PQXXPOOL_BENCH_JOBS:-1}" \
+        -ldflags "-X main.pgxVersion=${pgx_version%-*}" -o "$ROOT/build/pgxpool/pgxpoolbench" .) ||
+    die "go build of bench/pgxpool failed"
 
 bin="$(release_binary pqxxpool_cli tools/pqxxpool/pqxxpool)" || die "no pqxxpool binary"
 out="${out:-$ROOT/build/bench-results/hikari-$(date +%Y%m%d-%H%M%S)}"
@@ -63,41 +79,50 @@ bash "$ROOT/test/support/pgcluster.sh" start "$cluster_dir" >&2
 # shellcheck source=/dev/null
 source "$cluster_dir/env"
 url="jdbc:postgresql://localhost:${PQXXPOOL_TEST_PORT}/app?sslmode=verify-full&sslrootcert=${PQXXPOOL_TEST_CA}"
+pgx_conn="host=localhost port=${PQXXPOOL_TEST_PORT} dbname=app user=app sslmode=verify-full sslrootcert=${PQXXPOOL_TEST_CA}"
 
 printf 'hikari.sh: load average before: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >&2
 java -cp "$CP:$ROOT/build/hikari" HikariBench "$url" app "$PQXXPOOL_TEST_APP_PASSWORD" "$seconds" "$runs" \
     >"$out/hikari.jsonl"
+PGPASSWORD="$PQXXPOOL_TEST_APP_PASSWORD" "$ROOT/build/pgxpool/pgxpoolbench" "$pgx_conn" "$seconds" "$runs" \
+    >"$out/pgxpool.jsonl" || die "pgxpoolbench failed"
 "$bin" bench --scenario cycle --scenario select1 --scenario contended --runs "$runs" \
     --duration "${seconds}s" --out "$out/bench.jsonl" >/dev/null
 printf 'hikari.sh: load average after: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
-python3 - "$out/bench.jsonl" "$out/hikari.jsonl" <<'EOF'
+python3 - "$out/bench.jsonl" "$out/hikari.jsonl" "$out/pgxpool.jsonl" <<'EOF'
 import json, sys
 
-rows = {}
+rows, versions = {}, []
 for path in sys.argv[1:]:
     for line in open(path):
         d = json.loads(line)
         if d.get("type") == "result":
-            pool = "hikari" if d["pool"].startswith("hikari") else d["pool"]
+            pool = d["pool"].split("-")[0]  # hikaricp-2.7.9 -> hikaricp, pgxpool-4.15.0 -> pgxpool
             rows[(d["case"], pool)] = d
+            if d["pool"] != pool and d["pool"] not in versions:
+                versions.append(d["pool"])
 
 def ms(v):
     return "-" if v is None else ("{:.0f} ns".format(v * 1e6) if v < 1e-3 else
                                   "{:.1f} µs".format(v * 1e3) if v < 1 else "{:.2f} ms".format(v))
 
-pools = ("pqxxpool", "naive", "hikari")
-print("| case | ops/s pqxxpool / naive / HikariCP | HikariCP ÷ naive | pqxxpool ÷ naive | acquire p99 | acquire max | thread min/max |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+pools = ("pqxxpool", "naive", "hikaricp", "pgxpool")
+print("| case | ops/s pqxxpool / naive / HikariCP / pgxpool | ÷ naive: pqxxpool / HikariCP / pgxpool | acquire p99 | acquire max | thread min/max |")
+print("|---|---:|---:|---:|---:|---:|")
 for case in ("cycle_t1", "cycle_t16", "select1_t4", "select1_t16", "contended_t16"):
     r = [rows.get((case, p), {}) for p in pools]
     ops = [x.get("ops_per_s") for x in r]
     naive = ops[1] or 0
     ratio = lambda v: "{:.2f}".format(v / naive) if v and naive else "-"
-    print("| {} | {} | {} | {} | {} | {} | {} |".format(
-        case, " / ".join("{:,.0f}".format(v) if v else "-" for v in ops), ratio(ops[2]), ratio(ops[0]),
+    print("| {} | {} | {} | {} | {} | {} |".format(
+        case, " / ".join("{:,.0f}".format(v) if v else "-" for v in ops),
+        " / ".join(ratio(ops[i]) for i in (0, 2, 3)),
         " / ".join(ms(x.get("acquire_p99_ms")) for x in r), " / ".join(ms(x.get("acquire_max_ms")) for x in r),
         " / ".join("{:.2f}".format(x["per_thread_ops_ratio"]) if x.get("per_thread_ops_ratio") is not None else "-"
                    for x in r)))
+print()
+print("(p99, max and thread min/max cells are pqxxpool / naive / HikariCP / pgxpool; {}.)".format(
+    ", ".join(versions) or "no HikariCP/pgxpool results"))
 EOF
 printf 'hikari.sh: JSON lines in %s\n' "$out" >&2
