@@ -180,11 +180,14 @@ struct pool_config {
   bool precise_usage_timing = false;
 
   /// Fairness window. A newcomer may take a free connection while the oldest waiter has waited
-  /// less than this (a return meanwhile wakes one waiter to compete for it); once it has waited
-  /// longer, returned connections go straight to the oldest waiter and newcomers queue behind it.
-  /// So no acquire waits longer than this behind newcomers. Default 1 ms (the throughput/fairness
-  /// trade-off is measured in docs/benchmarks.md); 0 = strict FIFO hand-off.
-  std::chrono::microseconds fairness_window{1000};
+  /// less than this; once it has waited longer, returned connections go straight to the oldest
+  /// waiter and newcomers queue behind it. So no acquire waits longer than this behind newcomers.
+  /// Within the window a return wakes one waiter to compete for the connection, unless the
+  /// returning thread habitually comes straight back for another (then it is left for that
+  /// thread, and a waiter that nobody served looks for it by itself 1.5 windows after it
+  /// queued). Default 3 ms (the throughput/fairness trade-off is measured in
+  /// docs/benchmarks.md); 0 = strict FIFO hand-off.
+  std::chrono::microseconds fairness_window{3000};
 
   /// First delay after a failed connect; doubles on each further failure. Default 100 ms; > 0.
   milliseconds connect_backoff_initial{100};

@@ -47,6 +47,23 @@ std::string human(duration d) {
 // that cycle connections tend to keep to their own cells.
 thread_local std::size_t t_cell_hint = 0;
 
+// Does this thread come straight back for another connection after giving one back? Measured
+// only while threads wait (the precise clock is read then anyway): when this thread last gave a
+// connection back to `core`, and how many times in a row the gap to its next acquire there was
+// under quick_return_gap. A quick returner (quick_streak times in a row, so that a thread that
+// runs two queries per request is not one) parks its connection even while others wait within
+// their window: it will take it again, and no one is woken for it. Any other return wakes a waiter.
+struct return_habit {
+  std::uint64_t core = 0;  // pool_core::m_instance of the pool the rest is about (0: none)
+  duration::rep returned_at = 0;
+  bool returned = false;   // returned_at is set and no acquire has measured the gap yet
+  unsigned short_gaps = 0;  // consecutive short gaps measured (saturates)
+};
+constexpr unsigned quick_streak = 3;
+thread_local return_habit t_habit;
+std::atomic<std::uint64_t> next_instance{1};  // pool_core::m_instance: unlike an address, never reused
+constexpr duration quick_return_gap = std::chrono::microseconds(50);
+
 constexpr std::size_t max_cells = 16;
 
 std::shared_ptr<const log_context> make_log_context(const pool_config& cfg) {
@@ -103,6 +120,7 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
       m_leak_threshold(m_cfg.leak_detection_threshold),
       m_log(make_log_context(m_cfg)),
       m_fast_enabled(m_leak_threshold == duration::zero() && !m_cfg.reset),
+      m_instance(next_instance.fetch_add(1, std::memory_order_relaxed)),
       m_cell_count(std::min(m_cfg.max_size, max_cells)),
       m_cells(new cell[std::min(m_cfg.max_size, max_cells)]),
       m_rng(seed != 0 ? seed : std::random_device{}()) {
@@ -148,16 +166,21 @@ void pool_core::destroy_from_owner() noexcept {
 // ---------------------------------------------------------------------------------------------
 // the fast path (no lock)
 
-bool pool_core::head_past_window() const noexcept {
-  const duration::rep end = m_head_window_end.load(std::memory_order_seq_cst);
-  return end != duration::max().count() && m_clock->now().time_since_epoch().count() >= end;
-}
-
 slot* pool_core::take_cell() noexcept {
   if ((m_gate.load(std::memory_order_seq_cst) & gate_blocked) != 0) return nullptr;
-  // Fairness: once the oldest waiter is past its window, newcomers queue behind it (the locked
-  // path also hands it what is parked).
-  if (m_waiters_pub.load(std::memory_order_seq_cst) > 0 && head_past_window()) return nullptr;
+  if (m_waiters_pub.load(std::memory_order_seq_cst) > 0) {
+    const duration::rep now = m_clock->now().time_since_epoch().count();
+    if (t_habit.core == m_instance && t_habit.returned) {
+      if (now - t_habit.returned_at >= quick_return_gap.count())
+        t_habit.short_gaps = 0;
+      else if (t_habit.short_gaps < quick_streak)
+        ++t_habit.short_gaps;
+    }
+    t_habit.returned = false;
+    // Fairness: once the oldest waiter is past its window, newcomers queue behind it (the locked
+    // path also hands it what is parked).
+    if (now >= m_head_window_end.load(std::memory_order_seq_cst)) return nullptr;
+  }
   const std::size_t n = m_cell_count;
   std::size_t j = t_cell_hint < n ? t_cell_hint : 0;
   for (std::size_t i = 0; i < n; ++i, j = (j + 1 == n ? 0 : j + 1)) {
@@ -187,13 +210,29 @@ bool pool_core::park(slot* s) noexcept {
     if (!m_cells[j].parked.compare_exchange_strong(expected, v | parking_tag, std::memory_order_seq_cst)) continue;
     // Dekker with enqueue/close: they store the gate, then drain the cells. Either this load
     // sees their gate, or their drain (which waits out the tag) finds the connection parked.
-    // Someone waits: the connection may stay parked only while the oldest waiter is within its
-    // window and a woken waiter is on its way to look at the cells (it drains them after it
-    // stops counting itself in m_awake: a Dekker pair with this load). Otherwise the locked path
-    // hands it to the oldest waiter, or wakes one to compete for it.
-    const bool waiters = m_waiters_pub.load(std::memory_order_seq_cst) > 0;
-    if ((m_gate.load(std::memory_order_seq_cst) & gate_blocked) != 0 ||
-        (waiters && (m_awake.load(std::memory_order_seq_cst) == 0 || head_past_window()))) {
+    bool slow = (m_gate.load(std::memory_order_seq_cst) & gate_blocked) != 0;
+    if (!slow && m_waiters_pub.load(std::memory_order_seq_cst) > 0) {
+      // Someone waits. Past the oldest waiter's window: the locked path hands it the connection.
+      // Within it, the connection may stay parked (barging) if
+      // - a woken waiter is on its way to look at the cells (it drains them after it stops
+      //   counting itself in m_awake: a Dekker pair with this load), or
+      // - this thread returns quickly (it will likely take the connection again: waking a
+      //   waiter for it would cost two context switches for nothing). Every waiter within its
+      //   window sleeps at most until 1.5 windows after it queued and then looks at the cells,
+      //   so no one is stranded beyond that (wait_for_slot).
+      // Otherwise the locked path wakes one waiter to compete for it.
+      const duration::rep now = m_clock->now().time_since_epoch().count();
+      const duration::rep end = m_head_window_end.load(std::memory_order_seq_cst);
+      if (t_habit.core != m_instance) t_habit = {m_instance, 0, false, 0};
+      t_habit.returned_at = now;
+      t_habit.returned = true;
+      if (now >= end) {
+        slow = true;
+      } else if (m_awake.load(std::memory_order_seq_cst) == 0 && t_habit.short_gaps < quick_streak) {
+        slow = true;
+      }
+    }
+    if (slow) {
       // The pool closed, or a waiter needs this connection: the locked path hands it over or
       // closes it. Still counted in m_in_use, so an orphaned core cannot be deleted under us.
       m_cells[j].parked.store(0, std::memory_order_release);
@@ -293,6 +332,10 @@ slot* pool_core::adopt_locked(slot* s, time_point coarse_now, doomed_list& doome
 
 // ---------------------------------------------------------------------------------------------
 // helpers (m_mu held)
+
+time_point pool_core::look_at(const waiter& w) const noexcept {
+  return w.enqueued_at + m_cfg.fairness_window + m_cfg.fairness_window / 2;
+}
 
 bool pool_core::oldest_waiter_past_window_locked(time_point now) const noexcept {
   return m_wait_head != nullptr && now - m_wait_head->enqueued_at >= m_cfg.fairness_window;
@@ -702,13 +745,33 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
     }
     const time_point now = m_clock->now();
     if (now >= deadline) {
+      // A last look: a quick returner may have left a connection parked for itself, which a
+      // waiter about to fail is better served by (see park()).
+      drain_cells_locked();
+      s = pop_usable_idle_locked(m_clock->coarse_now(), doomed);
+      if (s != nullptr) {
+        dequeue_locked(w);
+        break;
+      }
       dequeue_locked(w);  // before the snapshot, so it does not count itself as waiting
       ++m_stats.acquire_timeouts;
       if (connect_needed_locked()) wake_connectors_locked();
       throw acquire_timeout_error(std::chrono::duration_cast<std::chrono::milliseconds>(now - w.enqueued_at),
                                   snapshot_locked());
     }
-    m_clock->wait_until(w.cv, lk, deadline);
+    // Within its window (plus slack) a waiter sleeps no longer than that: a quick returner may
+    // have parked a connection without waking anyone (see park()); by then this waiter is past
+    // its window and takes it. Usually a hand-off comes first and the timer never fires.
+    if (now < look_at(w)) {
+      m_clock->wait_until(w.cv, lk, std::min(deadline, look_at(w)));
+    } else {
+      if (!w.looked) {  // once: serve the waiters past their window what is idle or parked
+        w.looked = true;
+        serve_past_window_locked(now, doomed);
+        continue;
+      }
+      m_clock->wait_until(w.cv, lk, deadline);
+    }
   }
   ++m_stats.acquires;
   if (from_connect) ++m_stats.waited_for_connect;
@@ -1107,7 +1170,10 @@ time_point pool_core::maintenance_sweep_locked(time_point now, doomed_list& doom
     }
   }
   if (connect_needed_locked()) wake_connectors_locked();
-  wake_idle_competitor_locked();  // idle connections (drained from the cells) and waiters: wake one
+  // Idle connections (drained from the cells) and waiters: wake one. Not before the oldest
+  // waiter's own look (see look_at()): what was parked while it was within its window is a quick
+  // returner's or a woken waiter's, and its own look takes what is left.
+  if (m_wait_head == nullptr || now >= look_at(*m_wait_head)) wake_idle_competitor_locked();
   return next;
 }
 

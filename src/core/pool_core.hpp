@@ -20,8 +20,9 @@
 // decided is published for the lock-free side in atomics written under m_mu: m_gate
 // (gate_blocked: the pool is closed or the configuration needs the lock on every lease;
 // gate_below_max: taking an idle connection may require opening one), m_waiters_pub,
-// m_head_window_end and m_awake (while a waiter is past its window, or waiters wait and none is
-// on its way to look at the cells, returns go through the lock). Every ordering that matters is
+// m_head_window_end and m_awake (while a waiter is past its window, or waiters wait, none is on
+// its way to look at the cells and the returning thread is not a quick returner, returns go
+// through the lock; a waiter within its window looks at the cells by itself at look_at()). Every ordering that matters is
 // a Dekker pair of seq_cst operations: e.g. a parker CASes its cell, then loads the waiter count;
 // a new waiter publishes itself, then drains the cells.
 
@@ -162,6 +163,7 @@ struct waiter {
   time_point enqueued_at{};
   bool woken = false;          // woken to compete for an idle connection (within the window)
   bool queued = false;         // linked into the queue
+  bool looked = false;         // looked for idle connections once its window (plus slack) ended
   waiter* prev = nullptr;
   waiter* next = nullptr;
 };
@@ -217,12 +219,13 @@ class pool_core {
   void refresh_gate_locked() noexcept;
   /// Moves every parked connection into m_idle (m_mu held).
   void drain_cells_locked() noexcept;
-  /// Whether the oldest waiter has waited past the fairness window (lock-free; reads the precise
-  /// clock, but only while someone waits).
-  bool head_past_window() const noexcept;
   /// The oldest waiter is past its window (m_mu held): drain the cells and hand what is idle to
   /// the waiters past their window, oldest first.
   void serve_past_window_locked(time_point now, doomed_list& doomed);
+  /// When a waiter within its window looks at the cells by itself if no one has served it: 1.5
+  /// fairness windows after it queued. A connection parked by a quick returner while the waiter
+  /// was within its window reaches it then at the latest (see park()).
+  time_point look_at(const waiter& w) const noexcept;
   /// Parked connections right now (m_mu held; a racing fast path may change it at once).
   std::size_t parked_count() const noexcept;
   /// A connection taken from a cell that cannot be handed out lock-free (retired, needs
@@ -276,6 +279,7 @@ class pool_core {
   const std::shared_ptr<const log_context> m_log;  // logger and pool name; used outside m_mu only
   std::atomic<std::uint64_t> m_next_id{1};         // connection ids, taken by connect workers
   const bool m_fast_enabled;  // no leak detection, no reset hook: leases may bypass m_mu
+  const std::uint64_t m_instance;  // unique per core: keys what a thread learnt of its returns here
   struct alignas(64) cell {   // one per cache line: two CPUs cycling two cells do not collide
     std::atomic<std::uintptr_t> parked{0};  // a slot*, | parking_tag while its parker decides
   };

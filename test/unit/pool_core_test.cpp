@@ -561,6 +561,72 @@ TEST(pool_core, a_waiter_gets_a_connection_returned_on_another_thread) {
   waiter_gets_connection_returned_on_another_thread(std::chrono::microseconds(100));
 }
 
+// A thread that comes straight back for another connection while others wait within their
+// window keeps its connection parked, waking no one; a waiter it strands gets it at the latest
+// 1.5 windows after it queued (or at its deadline, if that is sooner), not when it times out.
+// In fake time every gap is 0 µs: the main thread becomes a quick returner by giving a
+// connection back and looking for one again, with someone waiting, three times in a row.
+void quick_returner_parks_and_waiter_takes_it_later(bool short_timeout) {
+  pool_config cfg = small_config(4, 4);
+  cfg.validate_after_idle = 1000s;
+  cfg.fairness_window = 10ms;
+  fake_pool p(cfg);
+  p.core->wait_ready(10s);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 4; }));
+  std::vector<lease> held;
+  for (int i = 0; i < 4; ++i) held.push_back(p.core->acquire(1s));
+  // Three waiters that keep what they get, then the one this test is about.
+  std::vector<std::future<lease>> others;
+  for (std::size_t i = 0; i < 3; ++i) {
+    others.push_back(std::async(std::launch::async, [&] { return p.core->acquire(1000s); }));
+    ASSERT_TRUE(eventually([&] { return p.stats().waiting == i + 1; }));
+  }
+  const time_point queued_at = p.clock->now();
+  const std::chrono::milliseconds timeout = short_timeout ? 4ms : 1000s;
+  auto subject = std::async(std::launch::async, [&] {
+    try {
+      return static_cast<bool>(p.core->acquire(timeout));
+    } catch (const acquire_timeout_error&) {
+      return false;  // timed out although a connection was parked
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 4; }));
+  std::vector<lease> kept;
+  for (std::size_t i = 0; i < 3; ++i) {
+    held[i].release();  // not (yet) a quick returner: the oldest waiter is woken and takes it
+    kept.push_back(others[i].get());
+    ASSERT_TRUE(kept.back());
+    EXPECT_FALSE(p.core->try_acquire());  // a short gap, measured because someone waits
+  }
+  const time_point look_at = short_timeout ? queued_at + 4ms : queued_at + 15ms;
+  ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(look_at); }));
+  held[3].release();  // parked for the main thread: the waiter is not woken for it
+  EXPECT_EQ(p.stats().waiting, 1u);
+  EXPECT_EQ(p.stats().idle, 1u);
+  // The main thread never comes back. Nothing wakes the waiter before look_at (the maintenance
+  // thread, woken by every advance, leaves it alone until then)...
+  p.clock->advance(look_at - queued_at - 1ns);
+  ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(look_at); }));
+  EXPECT_EQ(subject.wait_for(0s), std::future_status::timeout);
+  EXPECT_EQ(p.stats().waiting, 1u);
+  p.clock->advance(1ns);  // ... and then it takes the connection
+  if (subject.wait_for(20s) != std::future_status::ready) {
+    p.core->close();  // frees the waiter (it throws pool_closed), so the test ends
+    FAIL() << "waiter stranded past 1.5 windows by a parked connection";
+  }
+  EXPECT_TRUE(subject.get());
+  EXPECT_EQ(p.stats().acquire_timeouts, 0u);
+}
+
+// On a thread of its own: what a thread has learnt about its return habits stays with it.
+TEST(pool_core, a_quick_returner_parks_its_connection_and_a_waiter_gets_it_after_its_window) {
+  std::thread([] { quick_returner_parks_and_waiter_takes_it_later(false); }).join();
+}
+
+TEST(pool_core, a_waiter_whose_deadline_comes_first_takes_a_parked_connection_instead_of_timing_out) {
+  std::thread([] { quick_returner_parks_and_waiter_takes_it_later(true); }).join();
+}
+
 TEST(pool_core, evict_all_retires_every_generation) {
   fake_pool p(small_config(3, 2));
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
