@@ -175,8 +175,8 @@ slot* pool_core::take_cell() noexcept {
         t_habit.short_gaps = 0;
       else if (t_habit.short_gaps < quick_streak)
         ++t_habit.short_gaps;
+      t_habit.returned = false;
     }
-    t_habit.returned = false;
     // Fairness: once the oldest waiter is past its window, newcomers queue behind it (the locked
     // path also hands it what is parked).
     if (now >= m_head_window_end.load(std::memory_order_seq_cst)) return nullptr;
@@ -210,14 +210,16 @@ bool pool_core::park(slot* s) noexcept {
     if (!m_cells[j].parked.compare_exchange_strong(expected, v | parking_tag, std::memory_order_seq_cst)) continue;
     // Dekker with enqueue/close: they store the gate, then drain the cells. Either this load
     // sees their gate, or their drain (which waits out the tag) finds the connection parked.
-    bool slow = (m_gate.load(std::memory_order_seq_cst) & gate_blocked) != 0;
+    const unsigned gate = m_gate.load(std::memory_order_seq_cst);
+    bool slow = (gate & gate_blocked) != 0;
     if (!slow && m_waiters_pub.load(std::memory_order_seq_cst) > 0) {
       // Someone waits. Past the oldest waiter's window: the locked path hands it the connection.
       // Within it, the connection may stay parked (barging) if
       // - a woken waiter is on its way to look at the cells (it drains them after it stops
       //   counting itself in m_awake: a Dekker pair with this load), or
       // - this thread returns quickly (it will likely take the connection again: waking a
-      //   waiter for it would cost two context switches for nothing). Every waiter within its
+      //   waiter for it would cost two context switches for nothing) and the pool is at its
+      //   size (below it, a waiter would otherwise wait for a connect). Every waiter within its
       //   window sleeps at most until 1.5 windows after it queued and then looks at the cells,
       //   so no one is stranded beyond that (wait_for_slot).
       // Otherwise the locked path wakes one waiter to compete for it.
@@ -228,7 +230,8 @@ bool pool_core::park(slot* s) noexcept {
       t_habit.returned = true;
       if (now >= end) {
         slow = true;
-      } else if (m_awake.load(std::memory_order_seq_cst) == 0 && t_habit.short_gaps < quick_streak) {
+      } else if (m_awake.load(std::memory_order_seq_cst) == 0 &&
+                 (t_habit.short_gaps < quick_streak || (gate & gate_below_max) != 0)) {
         slow = true;
       }
     }
@@ -715,6 +718,13 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
     waiter& node;
     ~unlink_on_unwind() {
       if (node.queued) core.dequeue_locked(node);
+      if (node.handed != nullptr) {
+        // Handed a connection (by this thread's own look) and then failed (bad_alloc): it goes
+        // back to the idle stack (reserved: no allocation), retired or not, for the next taker.
+        --core.m_in_use;
+        core.m_idle.push_back(node.handed);
+        core.wake_idle_competitor_locked();
+      }
     }
   } guard{*this, w};
   if (connect_needed_locked()) wake_connectors_locked();
@@ -722,7 +732,7 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
   bool from_connect = false;
   for (;;) {
     if (w.handed != nullptr) {  // a hand-off dequeued us already
-      s = w.handed;
+      s = std::exchange(w.handed, nullptr);  // ours now (the unwind guard must not give it back)
       if (m_closed) {  // handed just before close(): not handed out after it
         doomed.push_back(remove_slot_locked(s, close_reason::closed));
         throw pool_closed();
@@ -746,8 +756,10 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
     const time_point now = m_clock->now();
     if (now >= deadline) {
       // A last look: a quick returner may have left a connection parked for itself, which a
-      // waiter about to fail is better served by (see park()).
-      drain_cells_locked();
+      // waiter about to fail is better served by (see park()). Waiters past their window come
+      // first (this one may be among them); what is left then may be taken like any newcomer.
+      serve_past_window_locked(now, doomed);
+      if (w.handed != nullptr) continue;
       s = pop_usable_idle_locked(m_clock->coarse_now(), doomed);
       if (s != nullptr) {
         dequeue_locked(w);

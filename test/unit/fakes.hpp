@@ -67,6 +67,24 @@ class fake_clock final : public core::clock {
     for (entry* e : m_waits) e->cv->notify_all();
   }
 
+  /// Moves time forward and wakes only the waiters whose deadline has come, as a real clock
+  /// would (advance() wakes every waiter, so background threads look at the pool each time).
+  void advance_waking_due(duration d) {
+    std::mutex* mu = nullptr;
+    {
+      std::lock_guard<std::mutex> g(m_reg);
+      mu = m_pool_mutex;
+      if (mu == nullptr) {
+        m_now += d.count();
+        return;
+      }
+    }
+    std::lock_guard<std::mutex> g(*mu);
+    m_now += d.count();
+    for (entry* e : m_waits)
+      if (e->deadline <= now()) e->cv->notify_all();
+  }
+
   /// How many times a thread has started to block here (any deadline): a test that must know a
   /// background thread has looked at the pool again waits for this to grow.
   int blocking_waits() const noexcept { return m_blocking_waits.load(); }
