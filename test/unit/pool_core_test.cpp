@@ -566,65 +566,81 @@ TEST(pool_core, a_waiter_gets_a_connection_returned_on_another_thread) {
 // 1.5 windows after it queued (or at its deadline, if that is sooner), not when it times out.
 // In fake time every gap is 0 µs: the main thread becomes a quick returner by giving a
 // connection back and looking for one again, with someone waiting, three times in a row.
-void quick_returner_parks_and_waiter_takes_it_later(bool short_timeout) {
+// Subjects (acquire timeouts, in queue order) wait behind three helpers; after the quick
+// return, time moves (as on a real clock: only due deadlines wake) to `until` after they queued;
+// nobody may be served before it, and `served` says who must be then.
+void quick_return_case(const std::vector<std::chrono::milliseconds>& timeouts, duration until,
+                       const std::vector<bool>& served) {
   pool_config cfg = small_config(4, 4);
   cfg.validate_after_idle = 1000s;
-  cfg.fairness_window = 10ms;
+  cfg.fairness_window = 10ms;  // look_at: 15 ms after queueing
   fake_pool p(cfg);
   p.core->wait_ready(10s);
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 4; }));
   std::vector<lease> held;
   for (int i = 0; i < 4; ++i) held.push_back(p.core->acquire(1s));
-  // Three waiters that keep what they get, then the one this test is about.
-  std::vector<std::future<lease>> others;
+  std::vector<std::future<lease>> helpers;  // they keep what they get
   for (std::size_t i = 0; i < 3; ++i) {
-    others.push_back(std::async(std::launch::async, [&] { return p.core->acquire(1000s); }));
+    helpers.push_back(std::async(std::launch::async, [&] { return p.core->acquire(1000s); }));
     ASSERT_TRUE(eventually([&] { return p.stats().waiting == i + 1; }));
   }
   const time_point queued_at = p.clock->now();
-  const std::chrono::milliseconds timeout = short_timeout ? 4ms : 1000s;
-  auto subject = std::async(std::launch::async, [&] {
-    try {
-      return static_cast<bool>(p.core->acquire(timeout));
-    } catch (const acquire_timeout_error&) {
-      return false;  // timed out although a connection was parked
-    }
-  });
-  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 4; }));
+  std::vector<std::future<bool>> subjects;
+  for (std::size_t i = 0; i < timeouts.size(); ++i) {
+    subjects.push_back(std::async(std::launch::async, [&p, timeout = timeouts[i]] {
+      try {
+        return static_cast<bool>(p.core->acquire(timeout));
+      } catch (const acquire_timeout_error&) {
+        return false;
+      }
+    }));
+    ASSERT_TRUE(eventually([&] { return p.stats().waiting == 4 + i; }));
+  }
   std::vector<lease> kept;
   for (std::size_t i = 0; i < 3; ++i) {
     held[i].release();  // not (yet) a quick returner: the oldest waiter is woken and takes it
-    kept.push_back(others[i].get());
+    kept.push_back(helpers[i].get());
     ASSERT_TRUE(kept.back());
     EXPECT_FALSE(p.core->try_acquire());  // a short gap, measured because someone waits
   }
-  const time_point look_at = short_timeout ? queued_at + 4ms : queued_at + 15ms;
-  ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(look_at); }));
-  held[3].release();  // parked for the main thread: the waiter is not woken for it
-  EXPECT_EQ(p.stats().waiting, 1u);
+  for (const auto timeout : timeouts)  // each sleeps until its look_at or its deadline
+    ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(queued_at + std::min<duration>(timeout, 15ms)); }));
+  held[3].release();  // parked for the main thread: no waiter is woken for it
+  EXPECT_EQ(p.stats().waiting, timeouts.size());
   EXPECT_EQ(p.stats().idle, 1u);
-  // The main thread never comes back. Time moves as on a real clock (only due deadlines wake),
-  // so the waiter's own look (or, with the short timeout, its last look at the deadline) is
-  // the only thing that can serve it: nothing wakes the maintenance thread.
-  p.clock->advance_waking_due(look_at - queued_at - 1ns);
-  EXPECT_EQ(subject.wait_for(0s), std::future_status::timeout);
-  EXPECT_EQ(p.stats().waiting, 1u);
+  p.clock->advance_waking_due(until - 1ns);  // the main thread never comes back
+  for (auto& s : subjects) EXPECT_EQ(s.wait_for(0s), std::future_status::timeout);
+  EXPECT_EQ(p.stats().waiting, timeouts.size());
   p.clock->advance_waking_due(1ns);
-  if (subject.wait_for(20s) != std::future_status::ready) {
-    p.core->close();  // frees the waiter (it throws pool_closed), so the test ends
-    FAIL() << "waiter stranded past 1.5 windows by a parked connection";
+  for (std::size_t i = 0; i < subjects.size(); ++i) {
+    if (served[i] && subjects[i].wait_for(20s) != std::future_status::ready) {
+      p.core->close();  // frees the waiters (they throw pool_closed), so the test ends
+      FAIL() << "waiter " << i << " stranded by a parked connection";
+    }
   }
-  EXPECT_TRUE(subject.get());
-  EXPECT_EQ(p.stats().acquire_timeouts, 0u);
+  for (std::size_t i = 0; i < subjects.size(); ++i) {
+    if (served[i]) {
+      EXPECT_TRUE(subjects[i].get()) << "waiter " << i;
+    } else {
+      ASSERT_EQ(subjects[i].wait_for(20s), std::future_status::ready) << "waiter " << i;
+      EXPECT_FALSE(subjects[i].get()) << "waiter " << i << " was served ahead of an older one";
+    }
+  }
 }
 
-// On a thread of its own: what a thread has learnt about its return habits stays with it.
+// On threads of their own: what a thread has learnt about its return habits stays with it.
 TEST(pool_core, a_quick_returner_parks_its_connection_and_a_waiter_gets_it_after_its_window) {
-  std::thread([] { quick_returner_parks_and_waiter_takes_it_later(false); }).join();
+  std::thread([] { quick_return_case({1000s}, 15ms, {true}); }).join();
 }
 
 TEST(pool_core, a_waiter_whose_deadline_comes_first_takes_a_parked_connection_instead_of_timing_out) {
-  std::thread([] { quick_returner_parks_and_waiter_takes_it_later(true); }).join();
+  std::thread([] { quick_return_case({4ms}, 4ms, {true}); }).join();
+}
+
+// The younger waiter's deadline (12 ms) falls after the older one's window (10 ms) and before its
+// look_at (15 ms): at that last look the older waiter, past its window, is served first.
+TEST(pool_core, a_waiter_at_its_deadline_does_not_take_a_parked_connection_ahead_of_an_older_one) {
+  std::thread([] { quick_return_case({1000s, 12ms}, 12ms, {true, false}); }).join();
 }
 
 TEST(pool_core, evict_all_retires_every_generation) {
