@@ -18,7 +18,8 @@ time_point deadline_after(time_point now, std::chrono::milliseconds timeout) {
 }
 
 // How long before a connection's expiry a replacement is opened (while total < max_size):
-// a tenth of the lifetime, at most 30 s. 0 when lifetimes are unlimited.
+// a tenth of the lifetime, at most 30 s. 0 when lifetimes are unlimited. (It grows when connects
+// are slow: see pool_core::note_connect_time_locked.)
 duration expiry_lead_for(const pool_config& cfg) {
   if (cfg.max_lifetime.count() == 0) return duration::zero();
   return std::min<duration>(std::chrono::seconds(30), cfg.max_lifetime / 10);
@@ -111,7 +112,7 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
     : m_cfg(std::move(cfg)),
       m_connector(std::move(conn)),
       m_clock(std::move(clk)),
-      m_expiry_lead(expiry_lead_for(m_cfg)),
+      m_base_expiry_lead(expiry_lead_for(m_cfg)),
       m_max_connecting(std::min(m_cfg.max_connecting, m_cfg.max_size)),
       m_coarse_lag(m_clock->coarse_lag()),
       m_connect_spacing(m_cfg.max_connect_rate > 0
@@ -124,6 +125,7 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
       m_cell_count(std::min(m_cfg.max_size, max_cells)),
       m_cells(new cell[std::min(m_cfg.max_size, max_cells)]),
       m_rng(seed != 0 ? seed : std::random_device{}()) {
+  m_expiry_lead = m_base_expiry_lead;
   // Reserved once so that the hot path (idle push/pop) and publishing never allocate.
   m_slots.reserve(m_cfg.max_size);
   m_idle.reserve(m_cfg.max_size);
@@ -354,6 +356,18 @@ bool pool_core::connect_needed_locked() const noexcept {
   const std::size_t have = m_idle.size() + m_pinging + parked_count();
   const std::size_t need = (wanted > have ? wanted - have : 0) + m_replacements_wanted + m_early_retired;
   return need > m_connecting;
+}
+
+void pool_core::note_connect_time_locked(duration took) noexcept {
+  // The early replacements of a full pool run one at a time; with a lead of a tenth of a short
+  // lifetime (100 ms for 1 s) and connects that take about as long (TLS + SCRAM on a busy
+  // machine), the next connection expired before its turn and a caller waited for a connect.
+  // So the lead is at least three recent connect times (a moving average), at most a third of
+  // the lifetime. With DSQL's 55 min lifetimes the 30 s lead is far above that and unchanged.
+  if (m_base_expiry_lead == duration::zero()) return;  // unlimited lifetimes: no lead
+  m_connect_time_avg = m_connect_time_avg == duration::zero() ? took : (3 * m_connect_time_avg + took) / 4;
+  const duration cap = std::chrono::duration_cast<duration>(m_cfg.max_lifetime) / 3;
+  m_expiry_lead = std::max(m_base_expiry_lead, std::min(cap, 3 * m_connect_time_avg));
 }
 
 bool pool_core::early_retire_allowed_locked() const noexcept {
@@ -1024,6 +1038,7 @@ void pool_core::connect_loop() {
     if (conn) {
       ++m_stats.connections_created;
       m_stats.connect_time.record(took);
+      note_connect_time_locked(took);
       failures_before = std::exchange(m_connect_failures_in_row, 0);
       m_backoff = m_cfg.connect_backoff_initial;
       m_next_connect_at = time_point{};

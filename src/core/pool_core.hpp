@@ -238,6 +238,8 @@ class pool_core {
   bool oldest_waiter_past_window_locked(time_point now) const noexcept;
   bool connect_needed_locked() const noexcept;
   bool early_retire_allowed_locked() const noexcept;
+  /// A connect succeeded after `took` (m_mu held): the expiry lead follows slow connects.
+  void note_connect_time_locked(duration took) noexcept;
   void wake_connectors_locked() noexcept;
   slot* take_idle_locked(time_point coarse_now, doomed_list& doomed);
   slot* pop_usable_idle_locked(time_point coarse_now, doomed_list& doomed);
@@ -271,7 +273,7 @@ class pool_core {
   const pool_config m_cfg;
   const std::unique_ptr<connector> m_connector;
   const std::shared_ptr<clock> m_clock;
-  const duration m_expiry_lead;  // open a replacement this long before a connection expires
+  const duration m_base_expiry_lead;  // a tenth of max_lifetime, at most 30 s (0: no lifetimes)
   const std::size_t m_max_connecting;  // min(max_connecting, max_size): one thread each
   const duration m_coarse_lag;         // m_clock->coarse_lag(), read once
   const duration m_connect_spacing;    // 1 / max_connect_rate, or zero
@@ -307,6 +309,8 @@ class pool_core {
   std::size_t m_replacements_wanted = 0;
   std::size_t m_early_retired = 0;  // retired early in a full pool, replacement not yet open
   std::size_t m_pinging = 0;  // idle connections taken out for a health ping
+  duration m_expiry_lead;       // open a replacement this long before expiry: base, or more if connects are slow
+  duration m_connect_time_avg{};  // moving average of successful connects' durations
   time_point m_next_connect_at{};  // backoff: no connect starts before this
   time_point m_next_rate_at{};     // max_connect_rate: no connect starts before this
   duration m_backoff{};

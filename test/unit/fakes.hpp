@@ -157,9 +157,12 @@ class fake_physical final : public core::physical {
   std::atomic<int>& m_live;
 };
 
-/// Connects instantly unless told to fail or to hold connects at a gate.
+/// Connects instantly unless told to fail, to hold connects at a gate, or to take time.
 class fake_connector final : public core::connector {
  public:
+  /// Fake time each successful connect takes (advance() while it runs); set before connects.
+  duration takes{};
+
   explicit fake_connector(std::shared_ptr<fake_clock> clk) : m_clock(std::move(clk)) {}
 
   std::unique_ptr<core::physical> connect(time_point) override {
@@ -171,6 +174,11 @@ class fake_connector final : public core::connector {
     m_cv.wait(lk, [&] { return !m_gate_closed; });
     --m_in_flight;
     if (fail) throw connect_error(fail_message, fail_sqlstate);
+    if (takes > duration::zero()) {  // a slow connect: fake time passes while it runs
+      lk.unlock();
+      m_clock->advance(takes);
+      lk.lock();
+    }
     auto st = std::make_shared<fake_state>();
     st->id = ++m_next_id;
     states.push_back(st);

@@ -258,6 +258,30 @@ TEST(pool_core, replacement_is_opened_ahead_of_expiry_while_below_max) {
   EXPECT_LE(p.stats().total, 3u);
 }
 
+// The recycle scenario's failure: a 1 s lifetime (lead 100 ms) and connects of about 100 ms.
+// Here: lifetime 100 s (base lead 10 s) and connects of 5 s: the lead becomes 15 s, so the
+// replacement of a full pool's connection opens 14 s before its expiry.
+TEST(pool_core, slow_connects_lengthen_the_expiry_lead) {
+  pool_config cfg = small_config(1, 1);
+  cfg.max_lifetime = 100s;
+  cfg.lifetime_jitter = 0;
+  cfg.initial_lifetime_spread = 0;
+  cfg.health_check_period = 0ms;
+  cfg.idle_timeout = 0ms;
+  cfg.validate_after_idle = 1000s;
+  fake_pool p(cfg, [](fake_connector& c) { c.takes = 5s; });
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  time_point expires{};
+  {
+    lease l = p.core->acquire(1s);
+    expires = core::pool_core::expires_at(l);
+  }
+  p.clock->advance(expires - p.clock->now() - 14s);  // outside the base lead, inside 3 × 5 s
+  ASSERT_TRUE(eventually([&] { return p.stats().connections_created == 2; }))
+      << "no replacement 14 s before expiry although connects take 5 s";
+  EXPECT_EQ(p.stats().closed_max_lifetime, 1u);  // the full pool retired its connection early
+}
+
 TEST(pool_core, a_full_pool_retires_early_within_the_lead_so_replacements_open_ahead) {
   pool_config cfg = small_config(2, 2);  // always full: no room to open a replacement alongside
   cfg.max_lifetime = 100s;                // lead = 10 s
