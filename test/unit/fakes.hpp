@@ -50,40 +50,11 @@ class fake_clock final : public core::clock {
   }
 
   /// Moves time forward and wakes every waiter.
-  void advance(duration d) {
-    std::mutex* mu = nullptr;
-    {
-      // No waiter has registered its mutex yet: move time under m_reg, which a first waiter
-      // takes before it reads the time, so it cannot miss this step.
-      std::lock_guard<std::mutex> g(m_reg);
-      mu = m_pool_mutex;
-      if (mu == nullptr) {
-        m_now += d.count();
-        return;
-      }
-    }
-    std::lock_guard<std::mutex> g(*mu);
-    m_now += d.count();
-    for (entry* e : m_waits) e->cv->notify_all();
-  }
+  void advance(duration d) { move_time(d, true); }
 
   /// Moves time forward and wakes only the waiters whose deadline has come, as a real clock
   /// would (advance() wakes every waiter, so background threads look at the pool each time).
-  void advance_waking_due(duration d) {
-    std::mutex* mu = nullptr;
-    {
-      std::lock_guard<std::mutex> g(m_reg);
-      mu = m_pool_mutex;
-      if (mu == nullptr) {
-        m_now += d.count();
-        return;
-      }
-    }
-    std::lock_guard<std::mutex> g(*mu);
-    m_now += d.count();
-    for (entry* e : m_waits)
-      if (e->deadline <= now()) e->cv->notify_all();
-  }
+  void advance_waking_due(duration d) { move_time(d, false); }
 
   /// How many times a thread has started to block here (any deadline): a test that must know a
   /// background thread has looked at the pool again waits for this to grow.
@@ -102,6 +73,24 @@ class fake_clock final : public core::clock {
   }
 
  private:
+  void move_time(duration d, bool wake_all) {
+    std::mutex* mu = nullptr;
+    {
+      // No waiter has registered its mutex yet: move time under m_reg, which a first waiter
+      // takes before it reads the time, so it cannot miss this step.
+      std::lock_guard<std::mutex> g(m_reg);
+      mu = m_pool_mutex;
+      if (mu == nullptr) {
+        m_now += d.count();
+        return;
+      }
+    }
+    std::lock_guard<std::mutex> g(*mu);
+    m_now += d.count();
+    for (entry* e : m_waits)
+      if (wake_all || e->deadline <= now()) e->cv->notify_all();
+  }
+
   struct entry {
     std::condition_variable* cv;
     time_point deadline;
