@@ -14,6 +14,15 @@ void require_non_negative(const char* field, std::chrono::milliseconds v) {
 void require_positive(const char* field, std::chrono::milliseconds v) {
   if (v.count() <= 0) throw config_error(field, "must be > 0 ms, got " + std::to_string(v.count()) + " ms");
 }
+// Durations the pool adds to a time point: beyond this the sum could overflow the clock's
+// 64-bit nanoseconds (about 292 years from boot). 0 already means "off" or "unlimited" where
+// that is wanted.
+constexpr std::chrono::milliseconds longest = std::chrono::hours(24 * 3653);  // 10 years
+void require_at_most_longest(const char* field, std::chrono::milliseconds v, const char* instead) {
+  if (v > longest)
+    throw config_error(field, "must be at most 10 years (" + std::to_string(longest.count()) + " ms), got " +
+                                  std::to_string(v.count()) + " ms" + instead);
+}
 }  // namespace
 
 void pool_config::validate() const {
@@ -30,20 +39,28 @@ void pool_config::validate() const {
   require_non_negative("acquire_timeout", acquire_timeout);
   require_positive("connect_timeout", connect_timeout);
   require_non_negative("max_lifetime", max_lifetime);
+  require_at_most_longest("max_lifetime", max_lifetime, " (0 = unlimited)");
   require_non_negative("idle_timeout", idle_timeout);
+  require_at_most_longest("idle_timeout", idle_timeout, " (0 = never reap idle connections)");
   require_non_negative("validate_after_idle", validate_after_idle);
+  require_at_most_longest("validate_after_idle", validate_after_idle, "");
   require_positive("validation_timeout", validation_timeout);
+  require_at_most_longest("validation_timeout", validation_timeout, "");
   require_non_negative("health_check_period", health_check_period);
+  require_at_most_longest("health_check_period", health_check_period, " (0 = no background pings)");
   require_non_negative("leak_detection_threshold", leak_detection_threshold);
+  require_at_most_longest("leak_detection_threshold", leak_detection_threshold, " (0 = off)");
   require_positive("connect_backoff_initial", connect_backoff_initial);
+  require_at_most_longest("connect_backoff_max", connect_backoff_max, "");
   if (connect_backoff_max < connect_backoff_initial)
     throw config_error("connect_backoff_max", "must be >= connect_backoff_initial (" +
                                                   std::to_string(connect_backoff_initial.count()) + " ms), got " +
                                                   std::to_string(connect_backoff_max.count()) + " ms");
   if (!(max_connect_rate >= 0.0))  // also rejects NaN
     throw config_error("max_connect_rate", "must be >= 0 connects per second (0 = unlimited)");
-  if (fairness_window.count() < 0)
-    throw config_error("fairness_window", "must be >= 0 us, got " + std::to_string(fairness_window.count()) + " us");
+  if (fairness_window.count() < 0 || fairness_window > std::chrono::minutes(1))
+    throw config_error("fairness_window", "must be in [0, 60000000] us (0 to 1 min), got " +
+                                              std::to_string(fairness_window.count()) + " us");
 }
 
 }  // namespace pqxxpool

@@ -186,7 +186,7 @@ struct pool_config {
   /// returning thread habitually comes straight back for another (then it is left for that
   /// thread, and a waiter that nobody served looks for it by itself 1.5 windows after it
   /// queued). Default 3 ms (the throughput/fairness trade-off is measured in
-  /// docs/benchmarks.md); 0 = strict FIFO hand-off.
+  /// docs/benchmarks.md); 0 = strict FIFO hand-off; at most 1 min.
   std::chrono::microseconds fairness_window{3000};
 
   /// First delay after a failed connect; doubles on each further failure. Default 100 ms; > 0.
@@ -197,6 +197,11 @@ struct pool_config {
   milliseconds connect_backoff_max{10'000};
 
   /// Throws config_error naming the first field that is out of range. Does not parse conninfo.
+  /// Besides the ranges above, every duration the pool adds to a time point (max_lifetime,
+  /// idle_timeout, validate_after_idle, validation_timeout, health_check_period,
+  /// leak_detection_threshold, connect_backoff_max) must be at most 10 years, so that no sum
+  /// overflows the clock; use 0 where "off" or "unlimited" is meant. acquire_timeout and
+  /// connect_timeout may be anything ≥ 0 (milliseconds::max() waits for ever).
   void validate() const;
 };
 

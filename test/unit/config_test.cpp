@@ -70,6 +70,26 @@ TEST(pool_config, each_bad_field_is_named) {
   EXPECT_EQ(field_of([](pool_config& c) { c.fairness_window = std::chrono::microseconds(-1); }), "fairness_window");
 }
 
+// Durations the pool adds to a time point are bounded, so that no sum overflows the clock.
+TEST(pool_config, durations_too_long_for_the_clock_name_their_field) {
+  constexpr auto forever = std::chrono::milliseconds::max();
+  EXPECT_EQ(field_of([&](pool_config& c) { c.max_lifetime = forever; }), "max_lifetime");
+  EXPECT_EQ(field_of([&](pool_config& c) { c.idle_timeout = forever; }), "idle_timeout");
+  EXPECT_EQ(field_of([&](pool_config& c) { c.validate_after_idle = forever; }), "validate_after_idle");
+  EXPECT_EQ(field_of([&](pool_config& c) { c.validation_timeout = forever; }), "validation_timeout");
+  EXPECT_EQ(field_of([&](pool_config& c) { c.health_check_period = forever; }), "health_check_period");
+  EXPECT_EQ(field_of([&](pool_config& c) { c.leak_detection_threshold = forever; }), "leak_detection_threshold");
+  EXPECT_EQ(field_of([&](pool_config& c) { c.connect_backoff_max = forever; }), "connect_backoff_max");
+  EXPECT_EQ(field_of([](pool_config& c) { c.fairness_window = std::chrono::hours(1); }), "fairness_window");
+  // The longest allowed values make a valid pool configuration; acquire_timeout may be "forever".
+  pool_config c;
+  c.max_lifetime = c.idle_timeout = c.validate_after_idle = c.health_check_period = std::chrono::hours(24 * 3653);
+  c.validation_timeout = c.leak_detection_threshold = c.connect_backoff_max = std::chrono::hours(24 * 3653);
+  c.fairness_window = std::chrono::minutes(1);
+  c.acquire_timeout = forever;
+  EXPECT_NO_THROW(c.validate());
+}
+
 TEST(connect_params, set_get_erase_keep_insertion_order) {
   connect_params p;
   p.set("host", "a");
