@@ -64,6 +64,10 @@ constexpr unsigned quick_streak = 3;
 thread_local return_habit t_habit;
 std::atomic<std::uint64_t> next_instance{1};  // pool_core::m_instance: unlike an address, never reused
 constexpr duration quick_return_gap = std::chrono::microseconds(50);
+// Quick parking strands a waiter for up to 1.5 windows when the returner does not come back
+// after all: with a window above this (the default is 3 ms) every return wakes a waiter instead,
+// and waiters sleep untimed, as before quick returners existed.
+constexpr std::chrono::microseconds longest_quick_window = std::chrono::milliseconds(10);
 
 constexpr std::size_t max_cells = 16;
 
@@ -122,6 +126,7 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
       m_log(make_log_context(m_cfg)),
       m_fast_enabled(m_leak_threshold == duration::zero() && !m_cfg.reset),
       m_instance(next_instance.fetch_add(1, std::memory_order_relaxed)),
+      m_quick_parking(m_cfg.fairness_window <= longest_quick_window),
       m_cell_count(std::min(m_cfg.max_size, max_cells)),
       m_cells(new cell[std::min(m_cfg.max_size, max_cells)]),
       m_rng(seed != 0 ? seed : std::random_device{}()) {
@@ -233,7 +238,7 @@ bool pool_core::park(slot* s) noexcept {
       if (now >= end) {
         slow = true;
       } else if (m_awake.load(std::memory_order_seq_cst) == 0 &&
-                 (t_habit.short_gaps < quick_streak || (gate & gate_below_max) != 0)) {
+                 (!m_quick_parking || t_habit.short_gaps < quick_streak || (gate & gate_below_max) != 0)) {
         slow = true;
       }
     }
@@ -788,10 +793,10 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
     // Within its window (plus slack) a waiter sleeps no longer than that: a quick returner may
     // have parked a connection without waking anyone (see park()); by then this waiter is past
     // its window and takes it. Usually a hand-off comes first and the timer never fires.
-    if (now < look_at(w)) {
+    if (m_quick_parking && now < look_at(w)) {
       m_clock->wait_until(w.cv, lk, std::min(deadline, look_at(w)));
     } else {
-      if (!w.looked) {  // once: serve the waiters past their window what is idle or parked
+      if (m_quick_parking && !w.looked) {  // once: serve the waiters past their window what is idle or parked
         w.looked = true;
         serve_past_window_locked(now, doomed);
         continue;
@@ -1200,7 +1205,7 @@ time_point pool_core::maintenance_sweep_locked(time_point now, doomed_list& doom
   // Idle connections (drained from the cells) and waiters: wake one. Not before the oldest
   // waiter's own look (see look_at()): what was parked while it was within its window is a quick
   // returner's or a woken waiter's, and its own look takes what is left.
-  if (m_wait_head == nullptr || now >= look_at(*m_wait_head)) wake_idle_competitor_locked();
+  if (!m_quick_parking || m_wait_head == nullptr || now >= look_at(*m_wait_head)) wake_idle_competitor_locked();
   return next;
 }
 

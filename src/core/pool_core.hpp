@@ -282,6 +282,7 @@ class pool_core {
   std::atomic<std::uint64_t> m_next_id{1};         // connection ids, taken by connect workers
   const bool m_fast_enabled;  // no leak detection, no reset hook: leases may bypass m_mu
   const std::uint64_t m_instance;  // unique per core: keys what a thread learnt of its returns here
+  const bool m_quick_parking;      // fairness_window <= 10 ms: quick returners park (see park())
   struct alignas(64) cell {   // one per cache line: two CPUs cycling two cells do not collide
     std::atomic<std::uintptr_t> parked{0};  // a slot*, | parking_tag while its parker decides
   };

@@ -593,11 +593,12 @@ TEST(pool_core, a_waiter_gets_a_connection_returned_on_another_thread) {
 // Subjects (acquire timeouts, in queue order) wait behind three helpers; after the quick
 // return, time moves (as on a real clock: only due deadlines wake) to `until` after they queued;
 // nobody may be served before it, and `served` says who must be then.
+// With a window above 10 ms (`large_window`) nobody parks quickly: the return wakes the waiter.
 void quick_return_case(const std::vector<std::chrono::milliseconds>& timeouts, duration until,
-                       const std::vector<bool>& served) {
+                       const std::vector<bool>& served, bool large_window = false) {
   pool_config cfg = small_config(4, 4);
   cfg.validate_after_idle = 1000s;
-  cfg.fairness_window = 10ms;  // look_at: 15 ms after queueing
+  cfg.fairness_window = large_window ? 1000ms : 10ms;  // look_at: 15 ms after queueing
   fake_pool p(cfg);
   p.core->wait_ready(10s);
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 4; }));
@@ -626,6 +627,13 @@ void quick_return_case(const std::vector<std::chrono::milliseconds>& timeouts, d
     kept.push_back(helpers[i].get());
     ASSERT_TRUE(kept.back());
     EXPECT_FALSE(p.core->try_acquire());  // a short gap, measured because someone waits
+  }
+  if (large_window) {
+    held[3].release();  // the oldest waiter is woken and takes it, though time stands still
+    ASSERT_EQ(subjects[0].wait_for(20s), std::future_status::ready) << "waiter left asleep by a return";
+    EXPECT_TRUE(subjects[0].get());
+    p.core->close();  // frees the others
+    return;
   }
   for (const auto timeout : timeouts)  // each sleeps until its look_at or its deadline
     ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(queued_at + std::min<duration>(timeout, 15ms)); }));
@@ -659,6 +667,10 @@ TEST(pool_core, a_quick_returner_parks_its_connection_and_a_waiter_gets_it_after
 
 TEST(pool_core, a_waiter_whose_deadline_comes_first_takes_a_parked_connection_instead_of_timing_out) {
   std::thread([] { quick_return_case({4ms}, 4ms, {true}); }).join();
+}
+
+TEST(pool_core, with_a_window_above_10_ms_a_quick_returner_still_wakes_a_waiter) {
+  std::thread([] { quick_return_case({1000s}, 0s, {true}, true); }).join();
 }
 
 // The younger waiter's deadline (12 ms) falls after the older one's window (10 ms) and before its
