@@ -185,8 +185,8 @@ struct pool_config {
   /// Within the window a return wakes one waiter to compete for the connection, unless the
   /// returning thread habitually comes straight back for another (then it is left for that
   /// thread, and a waiter that nobody served looks for it by itself 1.5 windows after it
-  /// queued; only with a window of at most 10 ms). Default 3 ms (the throughput/fairness trade-off is measured in
-  /// docs/benchmarks.md); 0 = strict FIFO hand-off; at most 1 min.
+  /// queued; only with a window of at most 10 ms). Default 3 ms (the throughput/fairness
+  /// trade-off is measured in docs/benchmarks.md); 0 = strict FIFO hand-off; at most 1 min.
   std::chrono::microseconds fairness_window{3000};
 
   /// First delay after a failed connect; doubles on each further failure. Default 100 ms; > 0.
