@@ -13,8 +13,11 @@
 //    (maintenance_sweep_locked). It also wakes at each connection's replace-at instant (expiry
 //    minus the expiry lead, expiry_lead_for: a tenth of the lifetime, at most 30 s) and marks it;
 //    a full pool (always, here) retires one marked connection early while nothing is connecting
-//    (early_retire_allowed_locked; the first in connect order, as the idle stack keeps them),
-//    and after each connect that fills the pool again the next marked one follows;
+//    (early_retire_allowed_locked; the one that expires first, next_to_retire_early_locked),
+//    and after each connect that fills the pool again the next marked one follows. (A
+//    connection whose replacement is late serves on into its jitter only when no other one is
+//    idle: with nothing lent, a pool down to its last connection while a connect runs; the
+//    model leaves that out);
 //  * a connect is attempted while total < max_size, never before
 //    max(m_next_connect_at, m_next_rate_at): each attempt moves m_next_rate_at to start + 1 /
 //    max_connect_rate; a failure sets m_next_connect_at = now + backoff and doubles the backoff
@@ -109,6 +112,7 @@ inline run_result run_model(const fleet_options& o) {
   struct conn {
     std::uint64_t id;
     time_point created;
+    time_point expires;
     bool marked = false;  // replace-at passed: retires early when the pool is full
   };
   struct mpool {
@@ -161,11 +165,14 @@ inline run_result run_model(const fleet_options& o) {
     push(allowed <= now ? now : quantize(allowed, o.step), i, kind::attempt, 0);
   };
 
-  // A full pool retires its first marked connection (the core's sweep, or its publish-then-sweep).
+  // A full pool retires the marked connection that expires first (the core's sweep, or its
+  // publish-then-sweep; next_to_retire_early_locked).
   auto retire_early = [&](std::size_t i, time_point now) {
     mpool& p = pools[i];
     if (p.conns.size() < o.pool_size) return;
-    auto it = std::find_if(p.conns.begin(), p.conns.end(), [](const conn& c) { return c.marked; });
+    auto it = p.conns.end();
+    for (auto c = p.conns.begin(); c != p.conns.end(); ++c)
+      if (c->marked && (it == p.conns.end() || c->expires < it->expires)) it = c;
     if (it == p.conns.end()) return;
     cl.closed(i, it->created, now);
     p.conns.erase(it);
@@ -214,7 +221,7 @@ inline run_result run_model(const fleet_options& o) {
       ++p.opened;
       const time_point expires = draw_expiry(p.rng, e.t, o.max_lifetime, j);
       const std::uint64_t id = p.next_id++;
-      p.conns.push_back({id, e.t});
+      p.conns.push_back({id, e.t, expires});
       push(quantize(expires, o.step), e.pool, kind::expire, id);
       if (lead > duration::zero()) push(quantize(expires - lead, o.step), e.pool, kind::replace, id);
       p.backoff = o.backoff_initial;

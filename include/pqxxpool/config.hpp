@@ -113,8 +113,11 @@ struct pool_config {
   /// Default 10 s; must be > 0.
   milliseconds connect_timeout{10'000};
 
-  /// A connection is retired at created + max_lifetime × (1 − jitter). Default 55 min (Aurora
-  /// DSQL closes every connection at 60); 0 means no limit.
+  /// A connection is retired at created + max_lifetime × (1 − jitter), and never later than
+  /// created + max_lifetime: when its replacement is still connecting at the jittered expiry and
+  /// no other connection is free, it serves on into its jitter rather than make a caller wait for
+  /// that connect (docs/design.md). Default 55 min (Aurora DSQL closes every connection at 60);
+  /// 0 means no limit.
   milliseconds max_lifetime{55 * 60 * 1000};
 
   /// Fraction of max_lifetime subtracted from each connection's lifetime, drawn uniformly from

@@ -329,7 +329,7 @@ slot* pool_core::adopt_locked(slot* s, time_point coarse_now, doomed_list& doome
     doomed.push_back(remove_slot_locked(s, close_reason::closed));
     return nullptr;
   }
-  if (is_retired_locked(*s, coarse_now)) {
+  if (is_retired_locked(*s, coarse_now) && !serve_on_until_replaced_locked(*s, coarse_now)) {
     const bool evicted = s->generation != generation();
     doomed.push_back(remove_slot_locked(s, evicted ? close_reason::evicted : close_reason::max_lifetime));
     return nullptr;
@@ -381,6 +381,40 @@ bool pool_core::early_retire_allowed_locked() const noexcept {
   // while the others still serve: one at a time (nothing connecting), and only while nobody
   // waits (a waiter would rather have the connection than wait for a connect).
   return !m_closed && total_locked() >= m_cfg.max_size && m_connecting == 0 && m_wait_head == nullptr;
+}
+
+bool pool_core::serve_on_until_replaced_locked(slot& s, time_point coarse_now, bool in_idle) noexcept {
+  // lifetime_jitter exists to spread expiries, and it leaves each connection up to a tenth of
+  // max_lifetime (the first min_idle: up to initial_lifetime_spread) short of the limit the user
+  // set. When a connection's jittered expiry comes while replacements are still connecting (a
+  // slow connect in a full pool: the early replacements run one at a time) and no other
+  // connection is idle or parked, closing it — on its return, or when an acquire takes it idle —
+  // would make that acquire wait for the connect. So it serves on, into the jitter: its expiry
+  // moves to the hard limit, created_at + max_lifetime, which nothing extends. It is still
+  // marked for replacement, so it retires on its first return once nothing connects
+  // (early_retire_allowed_locked), or from the idle list by the maintenance sweep.
+  if (m_closed || m_cfg.max_lifetime.count() == 0 || s.generation != generation()) return false;
+  if (!s.replacement_requested || m_connecting == 0 || m_idle.size() > (in_idle ? 1 : 0) || parked_count() != 0)
+    return false;
+  const time_point hard = s.created_at + std::chrono::duration_cast<duration>(m_cfg.max_lifetime);
+  if (coarse_now < s.expires_at - m_coarse_lag || coarse_now >= hard - m_coarse_lag) return false;
+  s.expires_at = hard;
+  return true;
+}
+
+bool pool_core::next_to_retire_early_locked(const slot& s, time_point now) const noexcept {
+  // The early replacements of a full pool run one at a time, so their order matters: retiring a
+  // connection that expires later while an earlier one waits for its turn let the earlier one
+  // run out (past its hard limit, too) while the later one's replacement connected, and an
+  // acquire waited for a connect. So s goes only if no other connection that asked for a
+  // replacement expires before it. One already past its expiry does not hold the queue: it
+  // retires on its return anyway; nor can one held long block the rest for more than the lead.
+  for (const auto& o : m_slots) {
+    if (o.get() != &s && o->replacement_requested && !o->replacement_made && o->expires_at < s.expires_at &&
+        now < o->expires_at - m_coarse_lag)
+      return false;
+  }
+  return true;
 }
 
 void pool_core::wake_connectors_locked() noexcept {
@@ -436,7 +470,7 @@ slot* pool_core::pop_usable_idle_locked(time_point coarse_now, doomed_list& doom
     slot* s = m_idle.back();
     m_idle.pop_back();
     ++m_in_use;
-    if (!is_retired_locked(*s, coarse_now)) return s;
+    if (!is_retired_locked(*s, coarse_now) || serve_on_until_replaced_locked(*s, coarse_now)) return s;
     const bool evicted = s->generation != generation();
     doomed.push_back(remove_slot_locked(s, evicted ? close_reason::evicted : close_reason::max_lifetime));
   }
@@ -855,12 +889,13 @@ void pool_core::give_back(slot* s, bool discard) noexcept {
       s->last_used_at = s->last_alive_at = coarse_now;
       m_reset_queue.push_back(s);
       m_maint_cv.notify_one();
-    } else if (s->replacement_requested && early_retire_allowed_locked()) {
+    } else if (s->replacement_requested && early_retire_allowed_locked() && next_to_retire_early_locked(*s, coarse_now)) {
       // Within its expiry lead in a full pool: retired now so its replacement opens ahead.
       if (!s->replacement_made) ++m_early_retired;  // before the removal wakes a connect worker
       doomed = remove_slot_locked(s, close_reason::max_lifetime);
     } else {
       s->last_used_at = s->last_alive_at = coarse_now;
+      serve_on_until_replaced_locked(*s, coarse_now);
       doomed = put_back_locked(s, coarse_now);  // closes it instead if retired or pool closed
     }
     last = m_orphaned && m_in_use == 0;
@@ -1137,7 +1172,7 @@ time_point pool_core::maintenance_sweep_locked(time_point now, doomed_list& doom
   };
   // Retired idle connections (expired or of an old generation) close now.
   for (std::size_t i = 0; i < m_idle.size();) {
-    if (is_retired_locked(*m_idle[i], now)) {
+    if (is_retired_locked(*m_idle[i], now) && !serve_on_until_replaced_locked(*m_idle[i], now, true)) {
       const bool evicted = m_idle[i]->generation != generation();
       doomed.push_back(remove_slot_locked(take_idle_at(i), evicted ? close_reason::evicted : close_reason::max_lifetime));
     } else {
@@ -1177,12 +1212,14 @@ time_point pool_core::maintenance_sweep_locked(time_point now, doomed_list& doom
     // early_retire_allowed_locked); an in-use one is retired on its return instead. When the
     // replacement is published, the maintenance thread is notified and may retire the next one.
     if (early_retire_allowed_locked()) {
+      std::size_t first = m_idle.size();  // the idle one that asked and expires first
       for (std::size_t i = 0; i < m_idle.size(); ++i) {
-        if (m_idle[i]->replacement_requested) {
-          if (!m_idle[i]->replacement_made) ++m_early_retired;
-          doomed.push_back(remove_slot_locked(take_idle_at(i), close_reason::max_lifetime));
-          break;
-        }
+        if (m_idle[i]->replacement_requested && (first == m_idle.size() || m_idle[i]->expires_at < m_idle[first]->expires_at))
+          first = i;
+      }
+      if (first < m_idle.size() && next_to_retire_early_locked(*m_idle[first], now)) {
+        if (!m_idle[first]->replacement_made) ++m_early_retired;
+        doomed.push_back(remove_slot_locked(take_idle_at(first), close_reason::max_lifetime));
       }
     }
   }

@@ -238,6 +238,12 @@ class pool_core {
   bool oldest_waiter_past_window_locked(time_point now) const noexcept;
   bool connect_needed_locked() const noexcept;
   bool early_retire_allowed_locked() const noexcept;
+  /// No other connection waiting for its early replacement expires before s (m_mu held).
+  bool next_to_retire_early_locked(const slot& s, time_point now) const noexcept;
+  /// s, returned or idle past its jittered expiry, serves on (at most to created_at +
+  /// max_lifetime) because replacements are still connecting and nothing else is idle (m_mu
+  /// held). in_idle: s is in m_idle (the maintenance sweep), so it does not count as another.
+  bool serve_on_until_replaced_locked(slot& s, time_point coarse_now, bool in_idle = false) noexcept;
   /// A connect succeeded after `took` (m_mu held): the expiry lead follows slow connects.
   void note_connect_time_locked(duration took) noexcept;
   void wake_connectors_locked() noexcept;

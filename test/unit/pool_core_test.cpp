@@ -311,6 +311,118 @@ TEST(pool_core, a_full_pool_retires_early_within_the_lead_so_replacements_open_a
   EXPECT_GT(core::pool_core::expires_at(b), p.clock->now() + 90s);
 }
 
+// The recycle_t3 failure that remained: in a full pool the early replacements run one at a time,
+// and a connection's jittered expiry came while the previous replacement was still connecting
+// (a 375 ms connect on a busy machine): closed on its return, or when an acquire found it idle,
+// it left that acquire waiting for a connect. It now serves on into its jitter until the
+// replacement is in, never past created_at + max_lifetime.
+//
+// The setting: a full pool of two with up to 50 % jitter; the connection that expires first
+// retires early, and its replacement hangs at the connector's gate. `kept` is the other one,
+// still leased, already marked for replacement, a second before its jittered expiry.
+struct replacement_hangs {
+  fake_pool p{config()};
+  time_point hard{};  // kept's created_at + max_lifetime
+  time_point kept_expires{};
+  lease kept;
+  std::shared_ptr<fake_state> kept_state;
+  struct reopen {  // a failed assertion must not leave the pool's close waiting on the gate
+    fake_connector* c;
+    ~reopen() { c->open_gate(); }
+  } reopen_at_exit{p.connector};
+
+  static pool_config config() {
+    pool_config cfg = small_config(2, 2);  // always full: replacements open one at a time
+    cfg.max_lifetime = 100s;                // lead = 10 s
+    cfg.lifetime_jitter = 0.5;              // expiries in (50 s, 100 s]
+    cfg.initial_lifetime_spread = 0;
+    cfg.health_check_period = 0ms;
+    cfg.idle_timeout = 0ms;
+    cfg.validate_after_idle = 1000s;
+    return cfg;
+  }
+  void set_up() {
+    ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+    hard = p.clock->now() + 100s;  // both opened at the start: connects take no time
+    lease other = p.core->acquire(1s);
+    kept = p.core->acquire(1s);
+    if (core::pool_core::expires_at(kept) < core::pool_core::expires_at(other)) std::swap(other, kept);
+    kept_expires = core::pool_core::expires_at(kept);
+    ASSERT_LT(kept_expires + 2s, hard) << "seed 42 should draw jitter for both";
+    kept_state = p.connector->made().at(static_cast<std::size_t>(state_of(kept).id - 1));
+    other.release();  // idle
+    p.connector->close_gate();
+    p.clock->advance_waking_due(kept_expires - 1s - p.clock->now());  // both within their lead
+    // The sweep retires the idle one early (a full pool, nothing connecting), its replacement
+    // starts connecting, and `kept` is marked for replacement too.
+    ASSERT_TRUE(eventually([&] { return p.stats().closed_max_lifetime == 1 && p.connector->in_flight() == 1; }));
+  }
+  // After `kept` came back past its jittered expiry: the next acquire gets it at once, and it
+  // lives on to the hard limit, where it closes on return although the replacement still hangs.
+  void check_it_serves_on_to_max_lifetime() {
+    EXPECT_FALSE(kept_state->closed) << "closed at its jittered expiry although its replacement is not in yet";
+    lease again = p.core->acquire(0ms);
+    ASSERT_TRUE(again) << "the next acquire had to wait for a connect";
+    EXPECT_EQ(state_of(again).id, kept_state->id);
+    EXPECT_EQ(p.stats().waited_for_connect, 0u);
+    EXPECT_EQ(core::pool_core::expires_at(again), hard);
+    p.clock->advance_waking_due(hard - p.clock->now() + 1s);
+    again.release();
+    EXPECT_TRUE(kept_state->closed);
+    EXPECT_EQ(p.stats().closed_max_lifetime, 2u);
+    p.connector->open_gate();
+    ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+    EXPECT_EQ(p.stats().waited_for_connect, 0u);
+  }
+};
+
+TEST(pool_core, a_connection_returned_past_its_jittered_expiry_serves_on_while_its_replacement_connects) {
+  replacement_hangs t;
+  ASSERT_NO_FATAL_FAILURE(t.set_up());
+  t.p.clock->advance_waking_due(2s);  // its jittered expiry passes while it is in use
+  t.kept.release();
+  t.check_it_serves_on_to_max_lifetime();
+}
+
+TEST(pool_core, an_idle_connection_past_its_jittered_expiry_serves_on_while_its_replacement_connects) {
+  replacement_hangs t;
+  ASSERT_NO_FATAL_FAILURE(t.set_up());
+  t.kept.release();  // idle: a replacement connects, so it is not retired early
+  t.p.clock->advance_waking_due(2s);  // its jittered expiry passes while it is idle
+  // The maintenance sweep, woken at that expiry, keeps it and then sleeps until the hard limit.
+  ASSERT_TRUE(eventually([&] { return t.p.clock->has_waiter_until(t.hard); }));
+  t.check_it_serves_on_to_max_lifetime();
+}
+
+TEST(pool_core, a_full_pool_retires_early_in_expiry_order) {
+  pool_config cfg = small_config(3, 3);
+  cfg.max_lifetime = 100s;    // lead = 10 s
+  cfg.lifetime_jitter = 0.05;  // expiries in (95 s, 100 s]: all within one lead of each other
+  cfg.initial_lifetime_spread = 0;
+  cfg.health_check_period = 0ms;
+  cfg.idle_timeout = 0ms;
+  cfg.validate_after_idle = 1000s;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 3; }));
+  std::vector<lease> leases;
+  for (int i = 0; i < 3; ++i) leases.push_back(p.core->acquire(1s));
+  std::sort(leases.begin(), leases.end(), [](const lease& x, const lease& y) {
+    return core::pool_core::expires_at(x) < core::pool_core::expires_at(y);
+  });
+  const time_point first_expiry = core::pool_core::expires_at(leases[0]);
+  ASSERT_LT(first_expiry, core::pool_core::expires_at(leases[1]));
+  const std::shared_ptr<fake_state> first = p.connector->made().at(static_cast<std::size_t>(state_of(leases[0]).id - 1));
+  const std::shared_ptr<fake_state> later = p.connector->made().at(static_cast<std::size_t>(state_of(leases[1]).id - 1));
+  p.clock->advance_waking_due(first_expiry - 1s - p.clock->now());  // all three within their lead
+  ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(first_expiry); }));  // the sweep ran
+  leases[1].release();  // asked for a replacement, but one that expires sooner waits for its turn
+  EXPECT_FALSE(later->closed) << "retired ahead of a connection that expires before it";
+  leases[0].release();  // the first to expire: retired now, its replacement opens
+  EXPECT_TRUE(first->closed);
+  // Its replacement opens; once it is in, the later one may go early in its turn.
+  ASSERT_TRUE(eventually([&] { return p.stats().connections_created >= 4; }));
+}
+
 TEST(pool_core, idle_reaping_never_goes_below_min_idle) {
   pool_config cfg = small_config(5, 2);
   cfg.idle_timeout = 60s;
