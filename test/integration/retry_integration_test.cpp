@@ -150,6 +150,57 @@ TEST(retry_integration, other_errors_are_not_retried) {
   EXPECT_EQ(r[0][0].as<int>(), 42);
 }
 
+// A COMMIT whose outcome the client cannot know: a deferred constraint trigger ends its own
+// backend while COMMIT runs (for rows whose note is 'die'), so the connection is lost in the
+// middle of the commit and libpqxx throws pqxx::in_doubt_error.
+pool_config in_doubt_config(const std::string& application_name) {
+  admin_query("CREATE TABLE IF NOT EXISTS doubt_log (id serial PRIMARY KEY, note text NOT NULL)");
+  admin_query("CREATE OR REPLACE FUNCTION doubt_log_die() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+              "IF NEW.note = 'die' THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN NULL; END $$");
+  admin_query("DROP TRIGGER IF EXISTS doubt_log_die ON doubt_log");
+  admin_query("CREATE CONSTRAINT TRIGGER doubt_log_die AFTER INSERT ON doubt_log DEFERRABLE INITIALLY DEFERRED "
+              "FOR EACH ROW EXECUTE FUNCTION doubt_log_die()");
+  admin_query("TRUNCATE doubt_log");
+  pool_config cfg = app_config(application_name);
+  admin_query("GRANT SELECT, INSERT ON doubt_log TO PUBLIC");
+  admin_query("GRANT USAGE ON SEQUENCE doubt_log_id_seq TO PUBLIC");
+  cfg.max_size = 2;
+  cfg.min_idle = 1;
+  return cfg;
+}
+
+TEST(retry_integration, a_commit_in_doubt_is_not_retried_unless_the_work_is_idempotent) {
+  pool p{in_doubt_config("itest_in_doubt")};
+  int attempts = 0;
+  EXPECT_THROW(retry_transaction(
+                   p,
+                   [&](pqxx::work& tx) {
+                     ++attempts;
+                     tx.exec("INSERT INTO doubt_log (note) VALUES ('die')");
+                   },
+                   fast_policy(3)),
+               pqxx::in_doubt_error);
+  EXPECT_EQ(attempts, 1) << "work that may have committed must not run twice by default";
+
+  retry_policy idempotent = fast_policy(3);
+  idempotent.idempotent = true;
+  attempts = 0;
+  const int done = retry_transaction(
+      p,
+      [&](pqxx::work& tx) {
+        tx.exec(std::string("INSERT INTO doubt_log (note) VALUES ('") + (++attempts == 1 ? "die" : "ok") + "')");
+        return attempts;
+      },
+      idempotent);
+  EXPECT_EQ(done, 2);
+  EXPECT_EQ(admin_query("SELECT string_agg(note, ',') FROM doubt_log"), "ok");
+  EXPECT_EQ(p.stats().closed_discarded, 1u) << "the retry discards the connection it lost";
+  EXPECT_EQ(p.stats().closed_broken, 1u) << "the rethrown one came back broken and was closed";
+  lease c = p.acquire();  // the pool goes on with fresh connections
+  pqxx::work tx{*c};
+  EXPECT_EQ(tx.exec("SELECT 1")[0][0].as<int>(), 1);
+}
+
 TEST(retry_integration, bad_policy_is_a_config_error) {
   pool p{occ_config("itest_occ_policy")};
   retry_policy rp;
