@@ -633,6 +633,7 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
       adopted->leased = true;
       adopted->leased_at = m_cfg.precise_usage_timing ? m_clock->now() : coarse_now;
       slot_histogram::bump(adopted->fast_acquires);
+      lease out(this, adopted);  // first: should the lock below throw, the lease gives it back
       // seq_cst after the exchange in take_cell(): if a close or failure took the pool below
       // max_size, either its connect_needed check counted this connection as parked, or this
       // load sees gate_below_max and the check is repeated here.
@@ -640,7 +641,7 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
         std::lock_guard<std::mutex> lk(m_mu);
         if (connect_needed_locked()) wake_connectors_locked();
       }
-      return lease(this, adopted);
+      return out;
     }
     // Retired or due for validation: finish under the lock like a connection popped from m_idle.
   }
