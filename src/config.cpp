@@ -23,6 +23,8 @@ void require_at_most_longest(const char* field, std::chrono::milliseconds v, con
     throw config_error(field, "must be at most 10 years (" + std::to_string(longest.count()) + " ms), got " +
                                   std::to_string(v.count()) + " ms" + instead);
 }
+// The shortest max_lifetime other than 0 (see validate()).
+constexpr std::chrono::milliseconds shortest_lifetime{100};
 }  // namespace
 
 void pool_config::validate() const {
@@ -40,6 +42,12 @@ void pool_config::validate() const {
   require_positive("connect_timeout", connect_timeout);
   require_non_negative("max_lifetime", max_lifetime);
   require_at_most_longest("max_lifetime", max_lifetime, " (0 = unlimited)");
+  // The hot path reads a coarse clock (a few ms per tick) and never hands out a connection
+  // within one tick of its expiry: with lifetimes of that order every new connection counted as
+  // expired at once, and the pool reconnected in a loop without serving anyone.
+  if (max_lifetime.count() > 0 && max_lifetime < shortest_lifetime)
+    throw config_error("max_lifetime", "must be 0 (unlimited) or at least " + std::to_string(shortest_lifetime.count()) +
+                                           " ms, got " + std::to_string(max_lifetime.count()) + " ms");
   require_non_negative("idle_timeout", idle_timeout);
   require_at_most_longest("idle_timeout", idle_timeout, " (0 = never reap idle connections)");
   require_non_negative("validate_after_idle", validate_after_idle);

@@ -117,7 +117,8 @@ struct pool_config {
   /// created + max_lifetime: when its replacement is still connecting at the jittered expiry and
   /// no other connection is free, it serves on into its jitter rather than make a caller wait for
   /// that connect (docs/design.md). Default 55 min (Aurora DSQL closes every connection at 60);
-  /// 0 means no limit.
+  /// 0 means no limit; otherwise at least 100 ms (no connection is handed out within a tick of
+  /// the coarse clock, a few ms, of its expiry).
   milliseconds max_lifetime{55 * 60 * 1000};
 
   /// Fraction of max_lifetime subtracted from each connection's lifetime, drawn uniformly from

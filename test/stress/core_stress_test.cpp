@@ -17,6 +17,9 @@ TEST(core_stress, many_threads_small_pool_invariants_hold) {
   cfg.min_idle = 1;
   cfg.validate_after_idle = std::chrono::milliseconds(0);  // a validation on every acquire
   cfg.max_lifetime = std::chrono::milliseconds(5);          // constant recycling
+  // (Below the 100 ms pool_config::validate() demands, on purpose: most connections count as
+  // expired within a coarse-clock tick of opening, so the core churns through them; the core
+  // itself does not validate.)
   cfg.lifetime_jitter = 0.5;
   auto fake_clk = std::make_shared<fake_clock>();
   auto connector = std::make_unique<fake_connector>(fake_clk);
@@ -55,6 +58,63 @@ TEST(core_stress, many_threads_small_pool_invariants_hold) {
   EXPECT_LE(max_in_hand.load(), 4);
   const pool_stats s = core->stats();
   EXPECT_GT(s.acquires, 0u);
+  EXPECT_EQ(s.in_use + s.idle + s.connecting, s.total);
+  core->destroy_from_owner();
+}
+
+// A full pool with one connection of headroom (recycle_t3's shape) and replacements that hang
+// now and then: early retirements in expiry order and connections serving on into their jitter
+// while a replacement connects, raced by real threads (the unit tests cover their logic).
+TEST(core_stress, full_pool_with_late_replacements_invariants_hold) {
+  pool_config cfg;
+  cfg.max_size = 4;
+  cfg.min_idle = 4;                                    // always full: early retirements
+  cfg.max_lifetime = std::chrono::milliseconds(100);   // the shortest allowed: recycling
+  cfg.lifetime_jitter = 0.5;                           // room to serve on into
+  cfg.validate_after_idle = std::chrono::milliseconds(1000);
+  auto fake_clk = std::make_shared<fake_clock>();
+  auto connector = std::make_unique<fake_connector>(fake_clk);
+  fake_connector* gate = connector.get();
+  auto* core = new core::pool_core(cfg, std::move(connector), core::make_system_clock(), 11);
+
+  constexpr int threads = 3;
+  constexpr std::uint64_t retirements = 20;  // run until this many expired (real time passes)
+  constexpr int cap = 50'000'000;             // per thread: turns a stalled pool into a failure
+  std::atomic<int> failures{0};
+  std::atomic<int> running{threads};
+  // Holds connects at the gate for stretches of the workers' progress (no sleeping: it yields).
+  std::thread toggler([&] {
+    for (unsigned n = 0; running.load() > 0; ++n) {
+      if (n % 2 == 0)
+        gate->close_gate();
+      else
+        gate->open_gate();
+      for (int k = 0; k < 200 && running.load() > 0; ++k) std::this_thread::yield();
+    }
+    gate->open_gate();
+  });
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&] {
+      for (int i = 0; i < cap; ++i) {
+        try {
+          lease l = core->acquire(std::chrono::seconds(30));
+          if (!l) ++failures;
+          const pool_stats s = core->stats();
+          if (s.total > s.max_size || s.total != s.idle + s.in_use + s.connecting) ++failures;
+          if (s.closed_max_lifetime >= retirements) break;
+        } catch (const std::exception&) {
+          ++failures;
+        }
+      }
+      --running;
+    });
+  }
+  for (auto& th : workers) th.join();
+  toggler.join();
+  EXPECT_EQ(failures.load(), 0);
+  const pool_stats s = core->stats();
+  EXPECT_GE(s.closed_max_lifetime, retirements);
   EXPECT_EQ(s.in_use + s.idle + s.connecting, s.total);
   core->destroy_from_owner();
 }

@@ -60,6 +60,10 @@ TEST(pool_config, each_bad_field_is_named) {
   EXPECT_EQ(field_of([](pool_config& c) { c.acquire_timeout = -1ms; }), "acquire_timeout");
   EXPECT_EQ(field_of([](pool_config& c) { c.connect_timeout = 0ms; }), "connect_timeout");
   EXPECT_EQ(field_of([](pool_config& c) { c.max_lifetime = -1ms; }), "max_lifetime");
+  // Shorter than the coarse clock's tick plus a connect: every connection would count as expired.
+  EXPECT_EQ(field_of([](pool_config& c) { c.max_lifetime = 2ms; }), "max_lifetime");
+  EXPECT_EQ(field_of([](pool_config& c) { c.max_lifetime = 99ms; }), "max_lifetime");
+  EXPECT_EQ(field_of([](pool_config& c) { c.max_lifetime = 100ms; }), "");
   EXPECT_EQ(field_of([](pool_config& c) { c.idle_timeout = -1ms; }), "idle_timeout");
   EXPECT_EQ(field_of([](pool_config& c) { c.validate_after_idle = -1ms; }), "validate_after_idle");
   EXPECT_EQ(field_of([](pool_config& c) { c.validation_timeout = 0ms; }), "validation_timeout");
