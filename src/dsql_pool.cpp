@@ -11,6 +11,8 @@
 #include <spdlog/logger.h>
 #include <spdlog/spdlog.h>
 
+#include "dsql_token_reuse.hpp"
+
 #include "pqxx/adapter.hpp"
 #include "pqxxpool/aws/dsql.hpp"
 #include "pqxxpool/errors.hpp"
@@ -80,7 +82,7 @@ class token_source {
       if (m_token.empty() || now >= m_reuse_until) {
         m_token = generate_token(m_request, m_creds->get(), now);
         m_made_at = now;
-        m_reuse_until = now + std::chrono::duration_cast<system_clock::duration>(m_request.expires * 8 / 10);
+        m_reuse_until = token_reuse_until(now, m_request.expires);
         made = true;
       }
       m_last_sent_made_at = m_made_at;

@@ -51,8 +51,9 @@ struct config {
   /// Lifetime of each token. Default 900 s; allowed 1 … 604800 s.
   std::chrono::seconds token_duration{900};
   /// Opt-in token reuse (what the DSQL Go connector once documented, later dropped by AWS as
-  /// gaining nothing): reuse a token until 80% of its lifetime has passed. Default false: a fresh
-  /// token for every physical connection.
+  /// gaining nothing): reuse a token until 80% of its lifetime has passed (counted from its
+  /// X-Amz-Date, whole seconds), leaving at least 1 s of it for the connect. Default false: a
+  /// fresh token for every physical connection.
   bool token_cache = false;
   /// Where to connect instead of the endpoint (libpq hostaddr): an SSH/SSM tunnel's address or a
   /// VPC endpoint's IP. Default "": connect to host. SNI, verification and the token still use host.

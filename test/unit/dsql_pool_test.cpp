@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "dsql_token_reuse.hpp"
 #include "pqxxpool/dsql_pool.hpp"
 #include "pqxxpool/errors.hpp"
 #include "scoped_env.hpp"
@@ -31,6 +32,18 @@ std::string field_of(const dsql::config& cfg) {
     return e.field();
   }
   return "";
+}
+
+// token_cache: the token's X-Amz-Date has whole seconds, so its expiry counts from the second it
+// was made in; 80 % of the lifetime from there, and at least 1 s left for the connect.
+TEST(dsql_token_cache, reuse_ends_before_the_token_expires_at_the_server) {
+  using namespace std::chrono;
+  const system_clock::time_point second = system_clock::time_point{} + seconds(1'700'000'000);
+  const system_clock::time_point made = second + milliseconds(900);  // X-Amz-Date says `second`
+  EXPECT_EQ(dsql::token_reuse_until(made, seconds(900)), second + seconds(720));
+  // The case that failed under AddressSanitizer: 2 s tokens. The server refuses from second + 2 s.
+  EXPECT_EQ(dsql::token_reuse_until(made, seconds(2)), second + seconds(1));
+  EXPECT_EQ(dsql::token_reuse_until(made, seconds(1)), second) << "a 1 s token is never reused";
 }
 
 TEST(dsql_pool_config, endpoint_gives_tls_parameters_and_region) {
