@@ -189,7 +189,10 @@ struct pool_config {
   /// Within the window a return wakes one waiter to compete for the connection, unless the
   /// returning thread habitually comes straight back for another (then it is left for that
   /// thread, and a waiter that nobody served looks for it by itself 1.5 windows after it
-  /// queued; only with a window of at most 10 ms). Default 3 ms (the throughput/fairness
+  /// queued; only with a window of at most 10 ms). Such a thread on another CPU than the oldest
+  /// waiter may also keep its connection up to a tenth of the window past that waiter's window,
+  /// once per turn and after a hold shorter than that, so that a thread on the waiter's CPU hands
+  /// it one (cheaper on small machines; docs/design.md "The CPU grace"). Default 3 ms (the throughput/fairness
   /// trade-off is measured in docs/benchmarks.md); 0 = strict FIFO hand-off; at most 1 min.
   std::chrono::microseconds fairness_window{3000};
 

@@ -1,8 +1,12 @@
 #include "core/clock.hpp"
 
+#include <sched.h>
 #include <time.h>
 
 namespace pqxxpool::core {
+
+int clock::cpu_of_caller() noexcept { return ::sched_getcpu(); }
+
 namespace {
 
 class system_clock final : public clock {

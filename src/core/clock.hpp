@@ -27,6 +27,10 @@ class clock {
   /// passed on this clock. time_point::max() means no deadline. The caller re-checks its predicate.
   virtual void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lk,
                           time_point deadline) = 0;
+  /// The CPU the calling thread runs on now (sched_getcpu(), a few ns through rseq), or -1 if
+  /// unknown. Not time, but the same kind of seam: a hint for the hand-off (see
+  /// pool_core::park()) that unit tests pin per thread.
+  virtual int cpu_of_caller() noexcept;
 };
 
 /// The real clock: steady_clock and CLOCK_MONOTONIC_COARSE (the same epoch on Linux).

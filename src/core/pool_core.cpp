@@ -59,6 +59,14 @@ struct return_habit {
   duration::rep returned_at = 0;
   bool returned = false;   // returned_at is set and no acquire has measured the gap yet
   unsigned short_gaps = 0;  // consecutive short gaps measured (saturates)
+  // The CPU grace (see park()): when this thread last looked for a parked connection while
+  // others waited (an upper bound on when it took the one it holds: the hold it implies is never
+  // shorter than the real one), whether its last return parked within the grace (its next
+  // acquire may take a parked connection though the oldest waiter is past its window), and
+  // whether it has had its grace in this turn (cleared when it queues as a waiter).
+  duration::rep looked_at = 0;
+  bool grace_parked = false;
+  bool grace_used = false;
 };
 constexpr unsigned quick_streak = 3;
 thread_local return_habit t_habit;
@@ -127,6 +135,7 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
       m_fast_enabled(m_leak_threshold == duration::zero() && !m_cfg.reset),
       m_instance(next_instance.fetch_add(1, std::memory_order_relaxed)),
       m_quick_parking(m_cfg.fairness_window <= longest_quick_window),
+      m_cpu_grace(std::chrono::duration_cast<duration>(m_cfg.fairness_window).count() / 10),
       m_cell_count(std::min(m_cfg.max_size, max_cells)),
       m_cells(new cell[std::min(m_cfg.max_size, max_cells)]),
       m_rng(seed != 0 ? seed : std::random_device{}()) {
@@ -177,16 +186,23 @@ slot* pool_core::take_cell() noexcept {
   if ((m_gate.load(std::memory_order_seq_cst) & gate_blocked) != 0) return nullptr;
   if (m_waiters_pub.load(std::memory_order_seq_cst) > 0) {
     const duration::rep now = m_clock->now().time_since_epoch().count();
-    if (t_habit.core == m_instance && t_habit.returned) {
-      if (now - t_habit.returned_at >= quick_return_gap.count())
-        t_habit.short_gaps = 0;
-      else if (t_habit.short_gaps < quick_streak)
-        ++t_habit.short_gaps;
-      t_habit.returned = false;
+    bool grace_parked = false;
+    if (t_habit.core == m_instance) {
+      if (t_habit.returned) {
+        if (now - t_habit.returned_at >= quick_return_gap.count())
+          t_habit.short_gaps = 0;
+        else if (t_habit.short_gaps < quick_streak)
+          ++t_habit.short_gaps;
+        t_habit.returned = false;
+      }
+      t_habit.looked_at = now;
+      grace_parked = std::exchange(t_habit.grace_parked, false);
     }
     // Fairness: once the oldest waiter is past its window, newcomers queue behind it (the locked
-    // path also hands it what is parked).
-    if (now >= m_head_window_end.load(std::memory_order_seq_cst)) return nullptr;
+    // path also hands it what is parked) — except a thread that parked within its CPU grace
+    // (see park()), until the grace ends.
+    const duration::rep end = m_head_window_end.load(std::memory_order_seq_cst);
+    if (now >= end && !(grace_parked && now < end + m_cpu_grace)) return nullptr;
   }
   const std::size_t n = m_cell_count;
   std::size_t j = t_cell_hint < n ? t_cell_hint : 0;
@@ -203,6 +219,27 @@ slot* pool_core::take_cell() noexcept {
     }
   }
   return nullptr;
+}
+
+bool pool_core::cpu_grace_allowed(duration::rep now, duration::rep end, unsigned gate) noexcept {
+  // The CPU grace. Handing a connection to a sleeping waiter costs two context switches; when
+  // the waiter sleeps on another CPU than the returner, the wake-up crosses CPUs, and the
+  // connection's backend (which ran beside the returner) ends up on the other CPU from its new
+  // client, so the next round trips cross CPUs too until the scheduler migrates one of them. On a
+  // 2-CPU VM that made a hand-off cost some 50 µs of CPU instead of about 10 (docs/benchmarks.md).
+  // So a quick returner on another CPU than the oldest waiter (which is past its window) may
+  // keep its connection a little longer, hoping a thread on the waiter's CPU gives one back
+  // first: for at most m_cpu_grace after the window ended, once per turn (a thread on the CPU
+  // with fewer threads would otherwise get longer turns than the rest), and only after a short
+  // hold (the grace bounds when it decides, the hold how long the extra use lasts). It parks like
+  // a quick returner within the window: the waiter looks at the cells by its look_at at the
+  // latest (1.5 windows after it queued, later than the window plus the grace).
+  if (!m_quick_parking || now >= end + m_cpu_grace || t_habit.grace_used ||
+      t_habit.short_gaps < quick_streak || (gate & gate_below_max) != 0 || now - t_habit.looked_at >= m_cpu_grace)
+    return false;
+  // Relaxed: a hint; a stale value only moves this one hand-off within the same bounds.
+  const int head_cpu = m_head_cpu.load(std::memory_order_relaxed);
+  return head_cpu >= 0 && head_cpu != m_clock->cpu_of_caller();
 }
 
 bool pool_core::park(slot* s) noexcept {
@@ -232,11 +269,13 @@ bool pool_core::park(slot* s) noexcept {
       // Otherwise the locked path wakes one waiter to compete for it.
       const duration::rep now = m_clock->now().time_since_epoch().count();
       const duration::rep end = m_head_window_end.load(std::memory_order_seq_cst);
-      if (t_habit.core != m_instance) t_habit = {m_instance, 0, false, 0};
+      if (t_habit.core != m_instance) t_habit = {m_instance, 0, false, 0, 0, false, false};
       t_habit.returned_at = now;
       t_habit.returned = true;
       if (now >= end) {
-        slow = true;
+        slow = !cpu_grace_allowed(now, end, gate);
+        t_habit.grace_parked = !slow;
+        t_habit.grace_used = t_habit.grace_used || !slow;
       } else if (m_awake.load(std::memory_order_seq_cst) == 0 &&
                  (!m_quick_parking || t_habit.short_gaps < quick_streak || (gate & gate_below_max) != 0)) {
         slow = true;
@@ -279,6 +318,8 @@ void pool_core::refresh_gate_locked() noexcept {
                                 ? (m_wait_head->enqueued_at + m_cfg.fairness_window).time_since_epoch().count()
                                 : duration::max().count();
   if (m_head_window_end.load(std::memory_order_relaxed) != end) m_head_window_end.store(end, std::memory_order_seq_cst);
+  const int head_cpu = m_wait_head != nullptr ? m_wait_head->cpu : -1;
+  if (m_head_cpu.load(std::memory_order_relaxed) != head_cpu) m_head_cpu.store(head_cpu, std::memory_order_relaxed);
 }
 
 void pool_core::drain_cells_locked() noexcept {
@@ -762,6 +803,8 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
   ++m_stats.waited_acquires;
   waiter w;
   w.enqueued_at = start;
+  w.cpu = m_clock->cpu_of_caller();
+  if (t_habit.core == m_instance) t_habit.grace_used = false;  // its turn has ended
   enqueue_locked(w);  // published: a connection parked after the drain below wakes a waiter
   drain_cells_locked();
   if (!m_idle.empty()) wake_idle_competitor_locked();  // parked after take_idle_locked looked

@@ -164,6 +164,7 @@ struct waiter {
   bool woken = false;          // woken to compete for an idle connection (within the window)
   bool queued = false;         // linked into the queue
   bool looked = false;         // looked for idle connections once its window (plus slack) ended
+  int cpu = -1;                // where it queued (clock::cpu_of_caller()): see the CPU grace in park()
   waiter* prev = nullptr;
   waiter* next = nullptr;
 };
@@ -213,6 +214,9 @@ class pool_core {
   /// Parks a clean, unexpired connection just given back. False if no cell was free or the gate
   /// is blocked (the caller then takes the locked path).
   bool park(slot* s) noexcept;
+  /// park() with the oldest waiter past its window (which ended at `end`): may this quick
+  /// returner keep its connection parked for itself a little longer (the CPU grace)?
+  bool cpu_grace_allowed(duration::rep now, duration::rep end, unsigned gate) noexcept;
   /// Gives back an idle, unleased slot through m_mu (a parked one reclaimed from its cell).
   void put_back_slow(slot* s) noexcept;
   /// Recomputes m_gate and the published waiter state (m_mu held); stores only what changed.
@@ -289,6 +293,7 @@ class pool_core {
   const bool m_fast_enabled;  // no leak detection, no reset hook: leases may bypass m_mu
   const std::uint64_t m_instance;  // unique per core: keys what a thread learnt of its returns here
   const bool m_quick_parking;      // fairness_window <= 10 ms: quick returners park (see park())
+  const duration::rep m_cpu_grace;  // fairness_window / 10 (see cpu_grace_allowed())
   struct alignas(64) cell {   // one per cache line: two CPUs cycling two cells do not collide
     std::atomic<std::uintptr_t> parked{0};  // a slot*, | parking_tag while its parker decides
   };
@@ -299,6 +304,7 @@ class pool_core {
   // Published under m_mu for the lock-free side (seq_cst stores; see docs/design.md):
   std::atomic<std::size_t> m_waiters_pub{0};   // = m_waiting
   std::atomic<duration::rep> m_head_window_end{duration::max().count()};  // oldest waiter's, or max
+  std::atomic<int> m_head_cpu{-1};  // the oldest waiter's cpu, or -1 (relaxed: a hint, see park())
   std::atomic<std::size_t> m_awake{0};  // waiters woken to compete that have not looked yet
 
   mutable std::mutex m_mu;

@@ -60,6 +60,11 @@ class fake_clock final : public core::clock {
   /// background thread has looked at the pool again waits for this to grow.
   int blocking_waits() const noexcept { return m_blocking_waits.load(); }
 
+  /// Every thread of a test runs on CPU 0 unless it pins itself elsewhere (the CPU grace of
+  /// pool_core::park() compares a returner's CPU with the oldest waiter's).
+  int cpu_of_caller() noexcept override { return t_cpu; }
+  static void set_cpu_of_this_thread(int cpu) noexcept { t_cpu = cpu; }
+
   /// Whether some thread is blocked waiting for exactly this deadline.
   bool has_waiter_until(time_point deadline) {
     std::mutex* mu = nullptr;
@@ -95,6 +100,7 @@ class fake_clock final : public core::clock {
     std::condition_variable* cv;
     time_point deadline;
   };
+  static inline thread_local int t_cpu = 0;
   std::atomic<duration::rep> m_now{std::chrono::duration_cast<duration>(std::chrono::hours(1000)).count()};
   std::atomic<int> m_blocking_waits{0};
   std::mutex m_reg;

@@ -791,6 +791,83 @@ TEST(pool_core, a_waiter_at_its_deadline_does_not_take_a_parked_connection_ahead
   std::thread([] { quick_return_case({1000s, 12ms}, 12ms, {true, false}); }).join();
 }
 
+// The CPU grace (pool_core::park()): once the oldest waiter is past its window, a quick
+// returner on another CPU may keep its connection parked for itself a tenth of a window longer,
+// once per turn and only after a short hold, so that a thread on the waiter's CPU can hand it
+// one first. In fake time (window 10 ms, so a grace of 1 ms): the main thread, on CPU
+// `returner_cpu`, becomes a quick returner as in quick_return_case, parks its last connection
+// and takes it back at once `taken_at` after the subject (on CPU 0) queued, and gives it back
+// when the window ends. `grace` says whether that return keeps it parked; if so,
+// the main thread looks for it again `retake_after` later and must get it only within the grace,
+// and its next return then hands it over.
+void cpu_grace_case(int returner_cpu, duration taken_at, bool grace, duration retake_after = 0ns) {
+  fake_clock::set_cpu_of_this_thread(returner_cpu);
+  pool_config cfg = small_config(4, 4);
+  cfg.validate_after_idle = 1000s;
+  cfg.fairness_window = 10ms;
+  fake_pool p(cfg);
+  p.core->wait_ready(10s);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 4; }));
+  std::vector<lease> held;
+  for (int i = 0; i < 4; ++i) held.push_back(p.core->acquire(1s));
+  std::vector<std::future<lease>> helpers;  // they keep what they get
+  for (std::size_t i = 0; i < 3; ++i) {
+    helpers.push_back(std::async(std::launch::async, [&] { return p.core->acquire(1000s); }));
+    ASSERT_TRUE(eventually([&] { return p.stats().waiting == i + 1; }));
+  }
+  const time_point queued_at = p.clock->now();
+  auto subject = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(1000s)); });
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 4; }));
+  std::vector<lease> kept;
+  for (std::size_t i = 0; i < 3; ++i) {
+    held[i].release();
+    kept.push_back(helpers[i].get());
+    EXPECT_FALSE(p.core->try_acquire());  // a short gap: a quick returner after three
+  }
+  ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(queued_at + 15ms); }));  // its look_at
+  p.clock->advance_waking_due(taken_at);
+  held[3].release();  // within the window: parked for the main thread
+  ASSERT_EQ(p.stats().waiting, 1u);
+  lease mine = p.core->try_acquire();
+  ASSERT_TRUE(mine) << "a quick returner takes back what it parked within the window";
+  p.clock->advance_waking_due(10ms - taken_at);  // the subject's window has ended
+  mine.release();
+  EXPECT_EQ(p.stats().waiting, grace ? 1u : 0u) << (grace ? "handed over within the grace" : "kept past the window");
+  if (grace) {
+    p.clock->advance_waking_due(retake_after);
+    mine = p.core->try_acquire();
+    if (retake_after < 1ms) {
+      ASSERT_TRUE(mine) << "not taken back within the grace";
+      EXPECT_EQ(p.stats().waiting, 1u);
+      mine.release();  // a second grace in the same turn: none
+    } else {
+      EXPECT_FALSE(mine) << "taken back after the grace";
+    }
+    EXPECT_EQ(p.stats().waiting, 0u) << "kept beyond the grace";
+  }
+  if (subject.wait_for(20s) != std::future_status::ready) {
+    p.core->close();  // frees the subject (it throws pool_closed), so the test ends
+    FAIL() << "the oldest waiter was not served";
+  }
+  EXPECT_TRUE(subject.get());
+}
+
+TEST(pool_core, a_quick_returner_on_another_cpu_keeps_its_connection_briefly_past_the_oldest_waiters_window_once) {
+  std::thread([] { cpu_grace_case(1, 9500us, true); }).join();
+}
+
+TEST(pool_core, a_quick_returner_on_the_oldest_waiters_cpu_hands_over_when_its_window_ends) {
+  std::thread([] { cpu_grace_case(0, 9500us, false); }).join();
+}
+
+TEST(pool_core, after_a_hold_as_long_as_the_grace_a_returner_on_another_cpu_hands_over_at_once) {
+  std::thread([] { cpu_grace_case(1, 9ms, false); }).join();
+}
+
+TEST(pool_core, the_cpu_grace_ends_a_tenth_of_a_window_after_the_window) {
+  std::thread([] { cpu_grace_case(1, 9500us, true, 1ms); }).join();
+}
+
 TEST(pool_core, evict_all_retires_every_generation) {
   fake_pool p(small_config(3, 2));
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
