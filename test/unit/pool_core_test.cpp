@@ -697,6 +697,30 @@ TEST(pool_core, a_waiter_gets_a_connection_returned_on_another_thread) {
   waiter_gets_connection_returned_on_another_thread(std::chrono::microseconds(100));
 }
 
+// The start of the quick-return cases: a pool of four (validation off, the given window), full;
+// the main thread holds all four connections and three helper threads queue for them, in order.
+pool_config quick_return_config(duration window) {
+  pool_config cfg = small_config(4, 4);
+  cfg.validate_after_idle = 1000s;
+  cfg.fairness_window = std::chrono::duration_cast<std::chrono::microseconds>(window);
+  return cfg;
+}
+
+struct four_held {
+  std::vector<lease> held;
+  std::vector<std::future<lease>> helpers;  // they keep what they get
+};
+
+void hold_four_with_three_queued(fake_pool& p, four_held& q) {
+  p.core->wait_ready(10s);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 4; }));
+  for (int i = 0; i < 4; ++i) q.held.push_back(p.core->acquire(1s));
+  for (std::size_t i = 0; i < 3; ++i) {
+    q.helpers.push_back(std::async(std::launch::async, [&p] { return p.core->acquire(1000s); }));
+    ASSERT_TRUE(eventually([&] { return p.stats().waiting == i + 1; }));
+  }
+}
+
 // A thread that comes straight back for another connection while others wait within their
 // window keeps its connection parked, waking no one; a waiter it strands gets it at the latest
 // 1.5 windows after it queued (or at its deadline, if that is sooner), not when it times out.
@@ -708,19 +732,12 @@ TEST(pool_core, a_waiter_gets_a_connection_returned_on_another_thread) {
 // With a window above 10 ms (`large_window`) nobody parks quickly: the return wakes the waiter.
 void quick_return_case(const std::vector<std::chrono::milliseconds>& timeouts, duration until,
                        const std::vector<bool>& served, bool large_window = false) {
-  pool_config cfg = small_config(4, 4);
-  cfg.validate_after_idle = 1000s;
-  cfg.fairness_window = large_window ? 1000ms : 10ms;  // look_at: 15 ms after queueing
-  fake_pool p(cfg);
-  p.core->wait_ready(10s);
-  ASSERT_TRUE(eventually([&] { return p.stats().idle == 4; }));
-  std::vector<lease> held;
-  for (int i = 0; i < 4; ++i) held.push_back(p.core->acquire(1s));
-  std::vector<std::future<lease>> helpers;  // they keep what they get
-  for (std::size_t i = 0; i < 3; ++i) {
-    helpers.push_back(std::async(std::launch::async, [&] { return p.core->acquire(1000s); }));
-    ASSERT_TRUE(eventually([&] { return p.stats().waiting == i + 1; }));
-  }
+  fake_pool p(quick_return_config(large_window ? 1000ms : 10ms));  // look_at: 15 ms after queueing
+  four_held q;
+  hold_four_with_three_queued(p, q);
+  if (::testing::Test::HasFatalFailure()) return;
+  std::vector<lease>& held = q.held;
+  std::vector<std::future<lease>>& helpers = q.helpers;
   const time_point queued_at = p.clock->now();
   std::vector<std::future<bool>> subjects;
   for (std::size_t i = 0; i < timeouts.size(); ++i) {
@@ -802,26 +819,18 @@ TEST(pool_core, a_waiter_at_its_deadline_does_not_take_a_parked_connection_ahead
 // and its next return then hands it over.
 void cpu_grace_case(int returner_cpu, duration taken_at, bool grace, duration retake_after = 0ns) {
   fake_clock::set_cpu_of_this_thread(returner_cpu);
-  pool_config cfg = small_config(4, 4);
-  cfg.validate_after_idle = 1000s;
-  cfg.fairness_window = 10ms;
-  fake_pool p(cfg);
-  p.core->wait_ready(10s);
-  ASSERT_TRUE(eventually([&] { return p.stats().idle == 4; }));
-  std::vector<lease> held;
-  for (int i = 0; i < 4; ++i) held.push_back(p.core->acquire(1s));
-  std::vector<std::future<lease>> helpers;  // they keep what they get
-  for (std::size_t i = 0; i < 3; ++i) {
-    helpers.push_back(std::async(std::launch::async, [&] { return p.core->acquire(1000s); }));
-    ASSERT_TRUE(eventually([&] { return p.stats().waiting == i + 1; }));
-  }
+  fake_pool p(quick_return_config(10ms));
+  four_held q;
+  hold_four_with_three_queued(p, q);
+  if (::testing::Test::HasFatalFailure()) return;
+  std::vector<lease>& held = q.held;
   const time_point queued_at = p.clock->now();
   auto subject = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(1000s)); });
   ASSERT_TRUE(eventually([&] { return p.stats().waiting == 4; }));
   std::vector<lease> kept;
   for (std::size_t i = 0; i < 3; ++i) {
     held[i].release();
-    kept.push_back(helpers[i].get());
+    kept.push_back(q.helpers[i].get());
     EXPECT_FALSE(p.core->try_acquire());  // a short gap: a quick returner after three
   }
   ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(queued_at + 15ms); }));  // its look_at
