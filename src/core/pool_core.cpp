@@ -269,7 +269,10 @@ bool pool_core::park(slot* s) noexcept {
       // Otherwise the locked path wakes one waiter to compete for it.
       const duration::rep now = m_clock->now().time_since_epoch().count();
       const duration::rep end = m_head_window_end.load(std::memory_order_seq_cst);
-      if (t_habit.core != m_instance) t_habit = {m_instance, 0, false, 0, 0, false, false};
+      if (t_habit.core != m_instance) {  // another pool's habits: start afresh for this one
+        t_habit = return_habit{};
+        t_habit.core = m_instance;
+      }
       t_habit.returned_at = now;
       t_habit.returned = true;
       if (now >= end) {
