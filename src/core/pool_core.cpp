@@ -50,15 +50,22 @@ thread_local std::size_t t_cell_hint = 0;
 
 // Does this thread come straight back for another connection after giving one back? Measured
 // only while threads wait (the precise clock is read then anyway): when this thread last gave a
-// connection back to `core`, and how many times in a row the gap to its next acquire there was
-// under quick_return_gap. A quick returner (quick_streak times in a row, so that a thread that
-// runs two queries per request is not one) parks its connection even while others wait within
-// their window: it will take it again, and no one is woken for it. Any other return wakes a waiter.
+// connection back to `core`, and its credit as a quick returner there: each gap to its next
+// acquire under quick_return_gap earns one (up to max_quick_credit), each longer gap costs
+// quick_streak. A quick returner (credit of at least quick_streak: three short gaps in a row from
+// nothing, so that a thread that runs two or three queries per request is not one) parks its
+// connection even while others wait within their window: it will take it again, and no one is
+// woken for it. Any other return wakes a waiter. The credit above quick_streak is there for the
+// loaded machine: a thread preempted between its return and its next acquire (15 % of the returns
+// of the 16-thread SELECT 1 benchmark on 2 CPUs) shows a long gap without having paused, and
+// with a plain streak each such preemption made its next three returns wake a waiter that then
+// found nothing to take (docs/benchmarks.md). One long gap now leaves a settled quick returner
+// one; two in a row, or a pause in every request, do not.
 struct return_habit {
   std::uint64_t core = 0;  // pool_core::m_instance of the pool the rest is about (0: none)
   duration::rep returned_at = 0;
   bool returned = false;   // returned_at is set and no acquire has measured the gap yet
-  unsigned short_gaps = 0;  // consecutive short gaps measured (saturates)
+  unsigned quick_credit = 0;  // see above: 0 to max_quick_credit
   // The CPU grace (see park()): when this thread last looked for a parked connection while
   // others waited (an upper bound on when it took the one it holds: the hold it implies is never
   // shorter than the real one), whether its last return parked within the grace (its next
@@ -69,6 +76,7 @@ struct return_habit {
   bool grace_used = false;
 };
 constexpr unsigned quick_streak = 3;
+constexpr unsigned max_quick_credit = 2 * quick_streak;
 thread_local return_habit t_habit;
 std::atomic<std::uint64_t> next_instance{1};  // pool_core::m_instance: unlike an address, never reused
 constexpr duration quick_return_gap = std::chrono::microseconds(50);
@@ -190,9 +198,9 @@ slot* pool_core::take_cell() noexcept {
     if (t_habit.core == m_instance) {
       if (t_habit.returned) {
         if (now - t_habit.returned_at >= quick_return_gap.count())
-          t_habit.short_gaps = 0;
-        else if (t_habit.short_gaps < quick_streak)
-          ++t_habit.short_gaps;
+          t_habit.quick_credit = t_habit.quick_credit > quick_streak ? t_habit.quick_credit - quick_streak : 0;
+        else if (t_habit.quick_credit < max_quick_credit)
+          ++t_habit.quick_credit;
         t_habit.returned = false;
       }
       t_habit.looked_at = now;
@@ -235,7 +243,7 @@ bool pool_core::cpu_grace_allowed(duration::rep now, duration::rep end, unsigned
   // a quick returner within the window: the waiter looks at the cells by its look_at at the
   // latest (1.5 windows after it queued, later than the window plus the grace).
   if (!m_quick_parking || now >= end + m_cpu_grace || t_habit.grace_used ||
-      t_habit.short_gaps < quick_streak || (gate & gate_below_max) != 0 || now - t_habit.looked_at >= m_cpu_grace)
+      t_habit.quick_credit < quick_streak || (gate & gate_below_max) != 0 || now - t_habit.looked_at >= m_cpu_grace)
     return false;
   // Relaxed: a hint; a stale value only moves this one hand-off within the same bounds.
   const int head_cpu = m_head_cpu.load(std::memory_order_relaxed);
@@ -280,7 +288,7 @@ bool pool_core::park(slot* s) noexcept {
         t_habit.grace_parked = !slow;
         t_habit.grace_used = t_habit.grace_used || !slow;
       } else if (m_awake.load(std::memory_order_seq_cst) == 0 &&
-                 (!m_quick_parking || t_habit.short_gaps < quick_streak || (gate & gate_below_max) != 0)) {
+                 (!m_quick_parking || t_habit.quick_credit < quick_streak || (gate & gate_below_max) != 0)) {
         slow = true;
       }
     }

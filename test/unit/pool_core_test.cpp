@@ -699,8 +699,8 @@ TEST(pool_core, a_waiter_gets_a_connection_returned_on_another_thread) {
 
 // The start of the quick-return cases: a pool of four (validation off, the given window), full;
 // the main thread holds all four connections and three helper threads queue for them, in order.
-pool_config quick_return_config(duration window) {
-  pool_config cfg = small_config(4, 4);
+pool_config quick_return_config(duration window, std::size_t size = 4) {
+  pool_config cfg = small_config(size, size);
   cfg.validate_after_idle = 1000s;
   cfg.fairness_window = std::chrono::duration_cast<std::chrono::microseconds>(window);
   return cfg;
@@ -875,6 +875,82 @@ TEST(pool_core, after_a_hold_as_long_as_the_grace_a_returner_on_another_cpu_hand
 
 TEST(pool_core, the_cpu_grace_ends_a_tenth_of_a_window_after_the_window) {
   std::thread([] { cpu_grace_case(1, 9500us, true, 1ms); }).join();
+}
+
+// The quick-return credit (pool_core.cpp, return_habit): each short gap between a thread's
+// return and its next look for a connection earns one credit (up to six), each long gap (here
+// 100 µs) costs three, and three or more make a quick returner. Observed through the CPU grace,
+// which only a quick returner gets and which is decided on the spot: a pool of `size` (window
+// 10 ms, so a grace of 1 ms), all of it held by the main thread (CPU 1), size − 1 helpers queued,
+// then the subject (CPU 0). 9.1 ms into the window the main thread gives the helpers their
+// connections, each return followed by a look with the gap `helper_gaps` says (true: long);
+// then it cycles its last connection with `own_gaps` (each of those returns must park: it is a
+// quick returner there); and as the subject's window ends it gives that connection back.
+// `quick`: it keeps it parked (the grace), or hands it over at once.
+void quick_credit_case(std::size_t size, const std::vector<bool>& helper_gaps, const std::vector<bool>& own_gaps,
+                       bool quick) {
+  ASSERT_EQ(helper_gaps.size(), size - 1);
+  fake_clock::set_cpu_of_this_thread(1);
+  fake_pool p(quick_return_config(10ms, size));
+  p.core->wait_ready(10s);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == size; }));
+  std::vector<lease> held;
+  for (std::size_t i = 0; i < size; ++i) held.push_back(p.core->acquire(1s));
+  std::vector<std::future<lease>> helpers;
+  for (std::size_t i = 0; i + 1 < size; ++i) {
+    helpers.push_back(std::async(std::launch::async, [&p] { return p.core->acquire(1000s); }));
+    ASSERT_TRUE(eventually([&] { return p.stats().waiting == i + 1; }));
+  }
+  const time_point queued_at = p.clock->now();
+  auto subject = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(1000s)); });
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == size; }));
+  const auto gap = [&](bool long_gap) {
+    if (long_gap) p.clock->advance_waking_due(100us);
+  };
+  p.clock->advance_waking_due(9100us);
+  std::vector<lease> kept;
+  for (std::size_t i = 0; i + 1 < size; ++i) {
+    held[i].release();  // not a quick returner: the oldest waiter is woken and takes it
+    if (helpers[i].wait_for(20s) != std::future_status::ready) {
+      p.core->close();  // frees the waiters (they throw pool_closed), so the test ends
+      FAIL() << "return " << i << " parked: counted as a quick returner";
+    }
+    kept.push_back(helpers[i].get());
+    gap(helper_gaps[i]);
+    EXPECT_FALSE(p.core->try_acquire());  // the gap is measured: someone waits
+  }
+  lease mine = std::move(held[size - 1]);
+  for (const bool long_gap : own_gaps) {
+    mine.release();
+    ASSERT_EQ(p.stats().waiting, 1u) << "a quick returner's return woke the subject";
+    gap(long_gap);
+    mine = p.core->try_acquire();
+    ASSERT_TRUE(mine) << "a quick returner takes back what it parked within the window";
+  }
+  p.clock->advance_waking_due(queued_at + 10ms - p.clock->now());  // the subject's window ends
+  mine.release();
+  EXPECT_EQ(p.stats().waiting, quick ? 1u : 0u)
+      << (quick ? "handed over: not a quick returner (no CPU grace)" : "kept parked: counted as a quick returner");
+  p.clock->advance_waking_due(5ms);  // the subject's look_at, if it is still waiting
+  if (subject.wait_for(20s) != std::future_status::ready) {
+    p.core->close();
+    FAIL() << "the subject was not served";
+  }
+  EXPECT_TRUE(subject.get());
+}
+
+TEST(pool_core, a_settled_quick_returner_stays_one_after_one_long_gap) {
+  std::thread([] { quick_credit_case(4, {false, false, false}, {false, false, false, true}, true); }).join();
+}
+
+TEST(pool_core, two_long_gaps_in_a_row_end_a_quick_returners_habit) {
+  std::thread([] { quick_credit_case(4, {false, false, false}, {false, false, false, true, true}, false); }).join();
+}
+
+TEST(pool_core, a_thread_that_pauses_after_every_three_queries_is_not_a_quick_returner) {
+  std::thread([] {
+    quick_credit_case(10, {false, false, true, false, false, true, false, false, true}, {}, false);
+  }).join();
 }
 
 TEST(pool_core, evict_all_retires_every_generation) {
