@@ -110,7 +110,9 @@ struct pool_config {
   milliseconds acquire_timeout{30'000};
 
   /// Deadline for one physical connect (TCP, TLS, authentication, after_connect excluded).
-  /// Default 10 s; must be > 0.
+  /// With a list of hosts (host=a,b) it applies to each host in turn, as in libpq: a host that
+  /// does not answer within it is skipped for the next one, so a connect may take up to this
+  /// times the number of hosts. Default 10 s; must be > 0.
   milliseconds connect_timeout{10'000};
 
   /// A connection is retired at created + max_lifetime × (1 − jitter), and never later than

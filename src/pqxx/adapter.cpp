@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -334,6 +335,47 @@ std::string target_of(PGconn* conn) {
   return out;
 }
 
+// The entries of a comma-separated libpq list ("a,,b" has three, the middle one empty).
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t from = 0;
+  for (;;) {
+    const std::size_t comma = text.find(',', from);
+    out.push_back(text.substr(from, comma == std::string::npos ? std::string::npos : comma - from));
+    if (comma == std::string::npos) return out;
+    from = comma + 1;
+  }
+}
+
+// A parameter as libpq will see it: set in params, else from its environment variable.
+std::vector<std::string> list_param(const connect_params& params, std::string_view key, const char* env_name) {
+  if (const std::string* v = params.get(key)) return v->empty() ? std::vector<std::string>{} : split_list(*v);
+  const char* e = std::getenv(env_name);
+  return e == nullptr || *e == '\0' ? std::vector<std::string>{} : split_list(e);
+}
+
+// One connect_params per host of a multi-host conninfo (host, hostaddr and port narrowed to that
+// entry), or just `params` when it names at most one host. Also just `params` when the lists do
+// not line up (libpq then reports the mismatch itself), and with target_session_attrs =
+// prefer-standby, whose second pass over all hosts ("no standby: take any") only libpq can run.
+std::vector<connect_params> split_hosts(const connect_params& params) {
+  const std::vector<std::string> hosts = list_param(params, "host", "PGHOST");
+  const std::vector<std::string> addrs = list_param(params, "hostaddr", "PGHOSTADDR");
+  const std::vector<std::string> ports = list_param(params, "port", "PGPORT");
+  const std::size_t n = std::max(hosts.size(), addrs.size());
+  const std::vector<std::string> attrs = list_param(params, "target_session_attrs", "PGTARGETSESSIONATTRS");
+  if (n <= 1 || (!hosts.empty() && hosts.size() != n) || (!addrs.empty() && addrs.size() != n) ||
+      (ports.size() > 1 && ports.size() != n) || (attrs.size() == 1 && attrs[0] == "prefer-standby"))
+    return {params};
+  std::vector<connect_params> out(n, params);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!hosts.empty()) out[i].set("host", hosts[i]);
+    if (!addrs.empty()) out[i].set("hostaddr", addrs[i]);
+    if (ports.size() == n) out[i].set("port", ports[i]);
+  }
+  return out;
+}
+
 class pqxx_connector final : public core::connector {
  public:
   pqxx_connector(const pool_config& cfg, connect_params base)
@@ -368,32 +410,27 @@ class pqxx_connector final : public core::connector {
       }
     }
 
-    pgconn_ptr conn = start(params);
-    // Verbose errors carry the SQLSTATE ("FATAL:  28P01: password authentication failed …").
-    // Set before the first PQconnectPoll, so it applies to errors during authentication too.
-    PQsetErrorVerbosity(conn.get(), PQERRORS_VERBOSE);
-
-    PostgresPollingStatusType state = PGRES_POLLING_WRITING;  // what PQconnectStartParams implies
-    if (PQstatus(conn.get()) == CONNECTION_BAD) state = PGRES_POLLING_FAILED;
-    while (state != PGRES_POLLING_OK) {
-      if (state == PGRES_POLLING_FAILED) {
-        const std::string message = clean_libpq_message(PQerrorMessage(conn.get()));
-        throw fail(message, sqlstate_from_message(message));
+    // One attempt per host of a multi-host conninfo (split_hosts): libpq tries the hosts in turn
+    // by itself, but it applies connect_timeout per host only in its blocking connect; in this
+    // non-blocking one a host that never answers would use up the whole deadline and the hosts
+    // after it would never be tried. Each host gets the whole connect_timeout, as in libpq.
+    const std::vector<connect_params> hosts = split_hosts(params);
+    const auto per_host = deadline - started;
+    pgconn_ptr conn;
+    std::string earlier;  // what the hosts before this one said, for the final error
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+      core::time_point until = deadline;
+      if (i > 0) {  // saturating: connect_timeout may be milliseconds::max() ("wait for ever")
+        const core::time_point now = steady_clock::now();
+        until = per_host >= core::time_point::max() - now ? core::time_point::max() : now + per_host;
       }
-      const short events = state == PGRES_POLLING_READING ? POLLIN : POLLOUT;
-      switch (wait_socket(conn.get(), events, deadline)) {
-        case wait_result::ready:
-          break;
-        case wait_result::timed_out: {
-          const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);
-          throw fail("connect timed out after " + std::to_string(waited.count()) + " ms (connect_timeout)" +
-                     target_of(conn.get()));
-        }
-        case wait_result::failed:
-          throw fail("connect failed: waiting on the connection's socket failed: " +
-                     std::string{std::strerror(errno)} + target_of(conn.get()));
+      attempt_result r = attempt(hosts[i], until);
+      if (r.conn) {
+        conn = std::move(r.conn);
+        break;
       }
-      state = PQconnectPoll(conn.get());
+      if (i + 1 == hosts.size() || !r.next_host_may_help) throw fail(earlier + r.message, r.sqlstate);
+      earlier += r.message + "\n";
     }
     // Users' libpqxx error texts should look as usual.
     PQsetErrorVerbosity(conn.get(), PQERRORS_DEFAULT);
@@ -424,6 +461,57 @@ class pqxx_connector final : public core::connector {
   }
 
  private:
+  struct attempt_result {
+    pgconn_ptr conn;  // set when connected
+    std::string message;
+    std::string sqlstate;
+    bool next_host_may_help = false;
+  };
+
+  // One non-blocking connect against `deadline`. The next host of a list is worth trying when
+  // this one could not be reached or did not answer in time, refused the session for
+  // target_session_attrs (a client-side check, no SQLSTATE), or said it cannot take connections
+  // now (57P03, e.g. a standby starting up) — the cases in which libpq itself moves on. After any
+  // other answer from a server (a failed password, say) libpq stops, and so do we.
+  static attempt_result attempt(const connect_params& params, core::time_point deadline) {
+    const auto started = steady_clock::now();
+    attempt_result r;
+    pgconn_ptr conn = start(params);
+    // Verbose errors carry the SQLSTATE ("FATAL:  28P01: password authentication failed …").
+    // Set before the first PQconnectPoll, so it applies to errors during authentication too.
+    PQsetErrorVerbosity(conn.get(), PQERRORS_VERBOSE);
+
+    PostgresPollingStatusType state = PGRES_POLLING_WRITING;  // what PQconnectStartParams implies
+    if (PQstatus(conn.get()) == CONNECTION_BAD) state = PGRES_POLLING_FAILED;
+    while (state != PGRES_POLLING_OK) {
+      if (state == PGRES_POLLING_FAILED) {
+        r.message = clean_libpq_message(PQerrorMessage(conn.get()));
+        r.sqlstate = sqlstate_from_message(r.message);
+        r.next_host_may_help = r.sqlstate.empty() || r.sqlstate == "57P03";
+        return r;
+      }
+      const short events = state == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+      switch (wait_socket(conn.get(), events, deadline)) {
+        case wait_result::ready:
+          break;
+        case wait_result::timed_out: {
+          const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);
+          r.message = "connect timed out after " + std::to_string(waited.count()) + " ms (connect_timeout)" +
+                      target_of(conn.get());
+          r.next_host_may_help = true;
+          return r;
+        }
+        case wait_result::failed:
+          r.message = "connect failed: waiting on the connection's socket failed: " + std::string{std::strerror(errno)} +
+                      target_of(conn.get());
+          return r;
+      }
+      state = PQconnectPoll(conn.get());
+    }
+    r.conn = std::move(conn);
+    return r;
+  }
+
   // PQconnectStartParams wants parallel, null-terminated keyword and value arrays.
   static pgconn_ptr start(const connect_params& params) {
     std::vector<const char*> keywords;
@@ -480,6 +568,29 @@ void check_keywords(const std::map<std::string, std::string>& params) {
   }
 }
 
+// libpq accepts a list of hosts with one hostaddr per host and one port for all or one per host;
+// anything else fails every connect ("could not match 3 port numbers to 2 hosts"). Said at
+// construction instead, naming where the lists came from.
+void check_host_lists(const connect_params& out, const std::map<std::string, std::string>& overlay) {
+  const auto count = [&out](const char* key) -> std::size_t {
+    const std::string* v = out.get(key);
+    return v == nullptr || v->empty() ? 0 : split_list(*v).size();
+  };
+  const auto field = [&overlay](const char* key) {
+    return overlay.count(key) != 0 ? "params[\"" + std::string{key} + "\"]" : std::string{"conninfo"};
+  };
+  const std::size_t hosts = count("host");
+  const std::size_t addrs = count("hostaddr");
+  const std::size_t ports = count("port");
+  if (hosts > 0 && addrs > 0 && addrs != hosts)
+    throw config_error(field("hostaddr"), "lists " + std::to_string(addrs) + " hostaddr entries for " +
+                                              std::to_string(hosts) + " hosts; give one per host");
+  const std::size_t n = std::max(hosts, addrs);
+  if (ports > 1 && ports != n)
+    throw config_error(field("port"), "lists " + std::to_string(ports) + " ports for " + std::to_string(n) +
+                                          (n == 1 ? " host" : " hosts") + "; give one port for all, or one per host");
+}
+
 }  // namespace
 
 connect_params build_params(const pool_config& cfg) {
@@ -491,6 +602,7 @@ connect_params build_params(const pool_config& cfg) {
     if (option->val != nullptr) out.set(option->keyword, option->val);
   }
   for (const auto& [key, value] : cfg.params) out.set(key, value);
+  check_host_lists(out, cfg.params);
 
   // libpq would otherwise notice a dead peer only after the kernel's TCP timeout (hours).
   const auto add_default = [&out](const char* key, std::string value) {

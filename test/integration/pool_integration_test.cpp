@@ -2,6 +2,11 @@
 // validation after pg_terminate_backend (and no silent reconnect), a server restart under load,
 // password rotation through before_connect, dirty returns, and the tunnel/SNI recipe.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <mutex>
 #include <set>
@@ -228,6 +233,90 @@ TEST(pool_integration, password_rotation_through_before_connect) {
   }
   EXPECT_EQ(p.stats().connect_errors, 0u);
   admin_query("ALTER ROLE " + user + " PASSWORD '" + env("PQXXPOOL_TEST_ROTATION_PASSWORD") + "'");
+}
+
+/// A TCP listener on loopback that never accepts: a client's connect completes in the kernel's
+/// backlog, and then it waits for an answer that never comes (a hung server, or a middlebox
+/// that swallows the traffic).
+struct silent_listener {
+  int fd = -1;
+  int port = 0;
+  silent_listener() {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd, 16) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      ADD_FAILURE() << "cannot listen on loopback";
+    port = ntohs(a.sin_port);
+  }
+  ~silent_listener() {
+    if (fd >= 0) ::close(fd);
+  }
+  silent_listener(const silent_listener&) = delete;
+  silent_listener& operator=(const silent_listener&) = delete;
+};
+
+/// The app role's pool with a two-host list (both named localhost, as the server certificate
+/// is) on the given ports, and a short connect_timeout.
+pool_config two_hosts_config(const std::string& application_name, int first_port, const std::string& second_port) {
+  pool_config cfg = app_config(application_name);
+  cfg.params["host"] = "localhost,localhost";
+  cfg.params["hostaddr"] = "127.0.0.1,127.0.0.1";
+  cfg.params["port"] = std::to_string(first_port) + "," + second_port;
+  cfg.connect_timeout = 500ms;
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  return cfg;
+}
+
+// libpq moves on to the next host of a list when one cannot be reached, and its blocking connect
+// also when one does not answer within connect_timeout; the pool's non-blocking connect must do
+// the same, or a hung first host would keep a pool from ever reaching the second.
+TEST(pool_integration, a_host_that_never_answers_is_skipped_after_connect_timeout) {
+  silent_listener silent;
+  pool p{two_hosts_config("itest_multihost", silent.port, env("PQXXPOOL_TEST_PORT"))};
+  p.wait_ready(20s);
+  lease c = p.acquire();
+  EXPECT_EQ(std::string{c->port()}, env("PQXXPOOL_TEST_PORT"));
+  pqxx::nontransaction tx{*c};
+  EXPECT_EQ(tx.exec("SELECT 1")[0][0].as<int>(), 1);
+  EXPECT_EQ(p.stats().connect_errors, 0u);
+}
+
+TEST(pool_integration, when_no_host_answers_the_error_names_each_one) {
+  silent_listener first;
+  silent_listener second;
+  pool p{two_hosts_config("itest_multihost_none", first.port, std::to_string(second.port))};
+  try {
+    p.wait_ready(3s);
+    FAIL() << "connected to hosts that never answer";
+  } catch (const connect_error& e) {
+    log_caught(e);
+    const std::string what = e.what();
+    EXPECT_NE(what.find("timed out"), std::string::npos) << what;
+    EXPECT_NE(what.find("port " + std::to_string(first.port)), std::string::npos) << what;
+    EXPECT_NE(what.find("port " + std::to_string(second.port)), std::string::npos) << what;
+  }
+}
+
+// After a server's answer other than "cannot connect now" (here a failed password) libpq does not
+// try the next host, and neither does the pool: the error is the server's, not a timeout.
+TEST(pool_integration, a_refused_password_does_not_move_on_to_the_next_host) {
+  silent_listener silent;
+  pool_config cfg = two_hosts_config("itest_multihost_badpw", std::stoi(env("PQXXPOOL_TEST_PORT")), std::to_string(silent.port));
+  cfg.before_connect = [](connect_params& params) { params.set("password", secrets::wrong_password); };
+  pool p{cfg};
+  try {
+    p.wait_ready(3s);
+    FAIL() << "connected with a wrong password";
+  } catch (const connect_error& e) {
+    log_caught(e);
+    EXPECT_EQ(e.sqlstate(), "28P01");
+    EXPECT_EQ(std::string(e.what()).find("timed out"), std::string::npos) << e.what();
+  }
 }
 
 TEST(pool_integration, wrong_password_gives_acquire_timeout_with_sqlstate_and_no_secret) {

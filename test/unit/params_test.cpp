@@ -54,6 +54,36 @@ TEST(build_params, unknown_keyword_names_the_param) {
   }
 }
 
+// libpq's rule for host lists: one hostaddr per host, one port for all or one per host.
+TEST(build_params, host_lists_that_do_not_line_up_name_the_field) {
+  pool_config cfg;
+  cfg.conninfo = "host=a,b port=1,2,3";
+  try {
+    (void)pqxx_adapter::build_params(cfg);
+    FAIL() << "three ports for two hosts accepted";
+  } catch (const config_error& e) {
+    EXPECT_EQ(e.field(), "conninfo");
+    EXPECT_NE(std::string(e.what()).find("3 ports for 2 hosts"), std::string::npos) << e.what();
+  }
+  cfg.conninfo = "host=a,b";
+  cfg.params["hostaddr"] = "127.0.0.1,127.0.0.2,127.0.0.3";
+  try {
+    (void)pqxx_adapter::build_params(cfg);
+    FAIL() << "three hostaddr entries for two hosts accepted";
+  } catch (const config_error& e) {
+    EXPECT_EQ(e.field(), "params[\"hostaddr\"]");
+  }
+  cfg.conninfo = "host=a";
+  cfg.params["hostaddr"] = "127.0.0.1,127.0.0.2";
+  EXPECT_THROW((void)pqxx_adapter::build_params(cfg), config_error) << "two hostaddr entries for one host";
+  for (const char* fine : {"host=a,b port=5432", "host=a,b port=1,2", "hostaddr=127.0.0.1,127.0.0.2 port=1,2",
+                           "host=a,b hostaddr=127.0.0.1,127.0.0.2", "host=a port=1", "host=a hostaddr=127.0.0.1"}) {
+    pool_config ok;
+    ok.conninfo = fine;
+    EXPECT_NO_THROW((void)pqxx_adapter::build_params(ok)) << fine;
+  }
+}
+
 TEST(build_params, parse_errors_never_echo_the_password) {
   for (const char* bad : {"host=x password='hunter2secret", "password=hunter2secret host", "postgresql://u:hunter2%zzsecret@h/d"}) {
     pool_config cfg;
