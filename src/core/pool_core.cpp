@@ -56,10 +56,10 @@ thread_local std::size_t t_cell_hint = 0;
 // nothing, so that a thread that runs two or three queries per request is not one) parks its
 // connection even while others wait within their window: it will take it again, and no one is
 // woken for it. Any other return wakes a waiter. The credit above quick_streak is there for the
-// loaded machine: a thread preempted between its return and its next acquire (15 % of the returns
-// of the 16-thread SELECT 1 benchmark on 2 CPUs) shows a long gap without having paused, and
-// with a plain streak each such preemption made its next three returns wake a waiter that then
-// found nothing to take (docs/benchmarks.md). One long gap now leaves a settled quick returner
+// loaded machine: a thread preempted between its return and its next acquire (about 2 % of the
+// returns of the 16-thread SELECT 1 benchmark on 2 CPUs) shows a long gap without having paused,
+// and with a plain streak each such preemption made its next three returns wake a waiter that
+// then found nothing to take (docs/benchmarks.md). One long gap now leaves a settled quick returner
 // one; two in a row, or a pause in every request, do not.
 struct return_habit {
   std::uint64_t core = 0;  // pool_core::m_instance of the pool the rest is about (0: none)
