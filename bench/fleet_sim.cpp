@@ -115,7 +115,7 @@ class sim_physical final : public core::physical {
 class sim_connector final : public core::connector {
  public:
   sim_connector(cluster& cl, sim_clock& clk, std::size_t pool) : m_cluster(cl), m_clock(clk), m_pool(pool) {}
-  std::unique_ptr<core::physical> connect(time_point) override {
+  std::unique_ptr<core::physical> connect(const core::connect_limits&) override {
     const time_point t = m_clock.now();
     switch (m_cluster.connect(m_pool, t)) {
       case cluster::verdict::ok:

@@ -133,7 +133,9 @@ health_report check_connection(const pool_config& cfg, std::chrono::milliseconds
     // scrubbing and error hints are exactly what a pool built from cfg would use.
     std::unique_ptr<core::physical> physical;
     try {
-      physical = connector->connect(deadline);
+      // timeout bounds the whole call: with several hosts, each may take the whole timeout (the
+      // pool's rule), but none is tried or waited for past the deadline.
+      physical = connector->connect({deadline, deadline, nullptr});
     } catch (const connect_error& e) {
       fail(report, "connect", e.what(), e.sqlstate());
     }

@@ -112,7 +112,8 @@ struct pool_config {
   /// Deadline for one physical connect (TCP, TLS, authentication, after_connect excluded).
   /// With a list of hosts (host=a,b) it applies to each host in turn, as in libpq: a host that
   /// does not answer within it is skipped for the next one, so a connect may take up to this
-  /// times the number of hosts. Default 10 s; must be > 0.
+  /// times the number of hosts (once close() has begun, no further host is tried). Default 10 s;
+  /// must be > 0.
   milliseconds connect_timeout{10'000};
 
   /// A connection is retired at created + max_lifetime × (1 − jitter), and never later than

@@ -114,6 +114,8 @@ class pool {
 
   /// Closes the pool: waiters get pool_closed, idle connections close, background threads stop,
   /// leased connections close on return. Idempotent. Thread-safe. Must not be called from a hook.
+  /// Blocks until the background threads have stopped: a connect in flight finishes or fails
+  /// first (at most connect_timeout; no further host of a list is tried).
   void close();
 
   /// The configuration the pool was built with. Never throws.

@@ -2,6 +2,7 @@
 // The two interfaces through which the pool core reaches a database. The core knows nothing of
 // libpq: src/pqxx implements these with libpqxx, the unit tests with fakes.
 
+#include <atomic>
 #include <memory>
 
 #include "core/clock.hpp"
@@ -34,14 +35,26 @@ class physical {
   virtual int backend_pid() noexcept { return 0; }
 };
 
+/// The bounds of one connector::connect() call.
+struct connect_limits {
+  /// The (first) host must answer by then. Each further host of a multi-host conninfo gets as
+  /// long again, counted from when its attempt starts (libpq's connect_timeout is per host).
+  time_point deadline{};
+  /// No further host is tried once this has passed, and no attempt runs past it: the bound of
+  /// the whole call (a health check's timeout). time_point::max(): none.
+  time_point give_up_at = time_point::max();
+  /// When set and true (the pool is closing), no further host is tried.
+  const std::atomic<bool>* stop = nullptr;
+};
+
 /// Opens physical connections. connect() runs on a background thread, never under the lock, and
 /// may be called from several threads at once (up to max_connecting).
 class connector {
  public:
   virtual ~connector() = default;
   /// Opens one connection (running before_connect / after_connect hooks) or throws
-  /// pqxxpool::connect_error (with SQLSTATE when known). Must give up at deadline.
-  virtual std::unique_ptr<physical> connect(time_point deadline) = 0;
+  /// pqxxpool::connect_error (with SQLSTATE when known). Must keep to `limits`.
+  virtual std::unique_ptr<physical> connect(const connect_limits& limits) = 0;
 };
 
 }  // namespace pqxxpool::core

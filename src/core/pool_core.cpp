@@ -1042,6 +1042,7 @@ void pool_core::close() {
     std::lock_guard<std::mutex> lk(m_mu);
     if (!m_closed) {
       m_closed = true;
+      m_stopping.store(true, std::memory_order_release);
       closing_now = true;
       refresh_gate_locked();  // before the drain: a parker that misses it sees the gate
       drain_cells_locked();
@@ -1102,7 +1103,7 @@ void pool_core::connect_loop() {
     std::unique_ptr<physical> conn;
     error_info failure;
     try {
-      conn = m_connector->connect(deadline_after(start, m_cfg.connect_timeout));
+      conn = m_connector->connect({deadline_after(start, m_cfg.connect_timeout), time_point::max(), &m_stopping});
     } catch (const connect_error& e) {
       failure.message = e.what();
       failure.sqlstate = e.sqlstate();

@@ -354,18 +354,39 @@ std::vector<std::string> list_param(const connect_params& params, std::string_vi
   return e == nullptr || *e == '\0' ? std::vector<std::string>{} : split_list(e);
 }
 
+// Whether libpq reads parameters from a service file (service=, PGSERVICE): those are invisible
+// here, so host lists are then left to libpq.
+bool uses_service(const connect_params& params) {
+  if (const std::string* v = params.get("service")) return !v->empty();
+  const char* e = std::getenv("PGSERVICE");
+  return e != nullptr && *e != '\0';
+}
+
 // One connect_params per host of a multi-host conninfo (host, hostaddr and port narrowed to that
-// entry), or just `params` when it names at most one host. Also just `params` when the lists do
-// not line up (libpq then reports the mismatch itself), and with target_session_attrs =
-// prefer-standby, whose second pass over all hosts ("no standby: take any") only libpq can run.
+// entry), or just `params` when it names at most one host. Also just `params`, leaving the list
+// to libpq, when splitting could change what libpq would do:
+// - the lists do not line up (libpq then reports the mismatch itself);
+// - an entry is empty (libpq then uses its built-in default, which a single-host attempt would
+//   take from PGHOST/PGPORT instead);
+// - a service file may supply or override parameters (service=, PGSERVICE);
+// - target_session_attrs = prefer-standby, whose second pass over all hosts ("no standby: take
+//   any") only libpq can run, and load_balance_hosts (libpq 16+) other than "disable", whose
+//   shuffling only libpq does.
 std::vector<connect_params> split_hosts(const connect_params& params) {
   const std::vector<std::string> hosts = list_param(params, "host", "PGHOST");
   const std::vector<std::string> addrs = list_param(params, "hostaddr", "PGHOSTADDR");
   const std::vector<std::string> ports = list_param(params, "port", "PGPORT");
   const std::size_t n = std::max(hosts.size(), addrs.size());
-  const std::vector<std::string> attrs = list_param(params, "target_session_attrs", "PGTARGETSESSIONATTRS");
   if (n <= 1 || (!hosts.empty() && hosts.size() != n) || (!addrs.empty() && addrs.size() != n) ||
-      (ports.size() > 1 && ports.size() != n) || (attrs.size() == 1 && attrs[0] == "prefer-standby"))
+      (ports.size() > 1 && ports.size() != n))
+    return {params};
+  const auto has_empty = [](const std::vector<std::string>& list) {
+    return std::any_of(list.begin(), list.end(), [](const std::string& e) { return e.empty(); });
+  };
+  const std::vector<std::string> attrs = list_param(params, "target_session_attrs", "PGTARGETSESSIONATTRS");
+  const std::vector<std::string> balance = list_param(params, "load_balance_hosts", "PGLOADBALANCEHOSTS");
+  if (has_empty(hosts) || has_empty(addrs) || has_empty(ports) || uses_service(params) ||
+      (attrs.size() == 1 && attrs[0] == "prefer-standby") || (!balance.empty() && balance != std::vector<std::string>{"disable"}))
     return {params};
   std::vector<connect_params> out(n, params);
   for (std::size_t i = 0; i < n; ++i) {
@@ -384,7 +405,7 @@ class pqxx_connector final : public core::connector {
         m_error_hint{cfg.error_hint},
         m_base{std::move(base)} {}
 
-  std::unique_ptr<core::physical> connect(core::time_point deadline) override {
+  std::unique_ptr<core::physical> connect(const core::connect_limits& limits) override {
     const auto started = steady_clock::now();
     connect_params params = m_base;
     // Scrubs both passwords: the hook may have replaced the base one, even if it then threw.
@@ -413,23 +434,28 @@ class pqxx_connector final : public core::connector {
     // One attempt per host of a multi-host conninfo (split_hosts): libpq tries the hosts in turn
     // by itself, but it applies connect_timeout per host only in its blocking connect; in this
     // non-blocking one a host that never answers would use up the whole deadline and the hosts
-    // after it would never be tried. Each host gets the whole connect_timeout, as in libpq.
+    // after it would never be tried. Each host gets the whole connect_timeout, as in libpq,
+    // within limits.give_up_at, and no further host is tried once limits.stop is set.
     const std::vector<connect_params> hosts = split_hosts(params);
-    const auto per_host = deadline - started;
+    const auto per_host = limits.deadline - started;
     pgconn_ptr conn;
     std::string earlier;  // what the hosts before this one said, for the final error
     for (std::size_t i = 0; i < hosts.size(); ++i) {
-      core::time_point until = deadline;
+      core::time_point until = limits.deadline;
       if (i > 0) {  // saturating: connect_timeout may be milliseconds::max() ("wait for ever")
         const core::time_point now = steady_clock::now();
         until = per_host >= core::time_point::max() - now ? core::time_point::max() : now + per_host;
       }
-      attempt_result r = attempt(hosts[i], until);
+      attempt_result r = attempt(hosts[i], std::min(until, limits.give_up_at));
       if (r.conn) {
         conn = std::move(r.conn);
         break;
       }
       if (i + 1 == hosts.size() || !r.next_host_may_help) throw fail(earlier + r.message, r.sqlstate);
+      if (limits.stop != nullptr && limits.stop->load(std::memory_order_acquire))
+        throw fail(earlier + r.message + "\n(the pool is closing: the other hosts were not tried)", r.sqlstate);
+      if (steady_clock::now() >= limits.give_up_at)
+        throw fail(earlier + r.message + "\n(no time left to try the other hosts)", r.sqlstate);
       earlier += r.message + "\n";
     }
     // Users' libpqxx error texts should look as usual.
@@ -571,7 +597,10 @@ void check_keywords(const std::map<std::string, std::string>& params) {
 // libpq accepts a list of hosts with one hostaddr per host and one port for all or one per host;
 // anything else fails every connect ("could not match 3 port numbers to 2 hosts"). Said at
 // construction instead, naming where the lists came from.
+// Without a host or hostaddr here the hosts come from PGHOST/PGHOSTADDR or a service file, which
+// libpq pairs with the ports itself; nor is anything said when a service file may add to the lists.
 void check_host_lists(const connect_params& out, const std::map<std::string, std::string>& overlay) {
+  if (uses_service(out)) return;
   const auto count = [&out](const char* key) -> std::size_t {
     const std::string* v = out.get(key);
     return v == nullptr || v->empty() ? 0 : split_list(*v).size();
@@ -586,7 +615,7 @@ void check_host_lists(const connect_params& out, const std::map<std::string, std
     throw config_error(field("hostaddr"), "lists " + std::to_string(addrs) + " hostaddr entries for " +
                                               std::to_string(hosts) + " hosts; give one per host");
   const std::size_t n = std::max(hosts, addrs);
-  if (ports > 1 && ports != n)
+  if (ports > 1 && n > 0 && ports != n)
     throw config_error(field("port"), "lists " + std::to_string(ports) + " ports for " + std::to_string(n) +
                                           (n == 1 ? " host" : " hosts") + "; give one port for all, or one per host");
 }

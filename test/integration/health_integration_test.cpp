@@ -138,6 +138,23 @@ TEST(health_integration, unreachable_server_is_a_failed_report_not_a_throw) {
   EXPECT_TRUE(contains(connect_hint(once.error), "tunnel")) << connect_hint(once.error);
 }
 
+// Each host of a list may take the whole connect timeout (the pool's rule), but a health check's
+// timeout bounds the whole call: when the first host uses it up, the report says so at step
+// "connect" and the next host is not tried (it would answer only after the timeout).
+TEST(health_integration, check_connection_tries_no_host_past_its_timeout) {
+  silent_listener silent;
+  pool_config cfg = app_config("itest_health_hosts");
+  cfg.params["host"] = "localhost,localhost";
+  cfg.params["hostaddr"] = "127.0.0.1,127.0.0.1";
+  cfg.params["port"] = std::to_string(silent.port) + "," + env("PQXXPOOL_TEST_PORT");
+  const health_report r = check_connection(cfg, 1s);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.failed_check, "connect") << r.error;
+  EXPECT_TRUE(contains(r.error, "timed out")) << r.error;
+  EXPECT_TRUE(contains(r.error, "no time left to try the other hosts")) << r.error;
+  EXPECT_EQ(backends("itest_health_hosts"), 0) << "the second host was reached";
+}
+
 TEST(health_integration, wrong_password_comes_back_with_sqlstate_and_no_secret) {
   const std::string secret = "not-the-password-for-health-9c1d";
   pool_config cfg = app_config("itest_health_badpw");

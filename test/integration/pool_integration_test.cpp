@@ -8,11 +8,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <fstream>
 #include <mutex>
+#include <regex>
 #include <set>
 #include <thread>
 #include <vector>
 
+#include "../unit/scoped_env.hpp"
 #include "server.hpp"
 
 namespace pqxxpool::itest {
@@ -235,30 +239,6 @@ TEST(pool_integration, password_rotation_through_before_connect) {
   admin_query("ALTER ROLE " + user + " PASSWORD '" + env("PQXXPOOL_TEST_ROTATION_PASSWORD") + "'");
 }
 
-/// A TCP listener on loopback that never accepts: a client's connect completes in the kernel's
-/// backlog, and then it waits for an answer that never comes (a hung server, or a middlebox
-/// that swallows the traffic).
-struct silent_listener {
-  int fd = -1;
-  int port = 0;
-  silent_listener() {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd, 16) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      ADD_FAILURE() << "cannot listen on loopback";
-    port = ntohs(a.sin_port);
-  }
-  ~silent_listener() {
-    if (fd >= 0) ::close(fd);
-  }
-  silent_listener(const silent_listener&) = delete;
-  silent_listener& operator=(const silent_listener&) = delete;
-};
-
 /// The app role's pool with a two-host list (both named localhost, as the server certificate
 /// is) on the given ports, and a short connect_timeout.
 pool_config two_hosts_config(const std::string& application_name, int first_port, const std::string& second_port) {
@@ -317,6 +297,48 @@ TEST(pool_integration, a_refused_password_does_not_move_on_to_the_next_host) {
     EXPECT_EQ(e.sqlstate(), "28P01");
     EXPECT_EQ(std::string(e.what()).find("timed out"), std::string::npos) << e.what();
   }
+}
+
+// close() joins the connect workers; one busy with a host that never answers must not go on to
+// the next host of the list (which could take another connect_timeout) once the pool is closing.
+TEST(pool_integration, closing_the_pool_while_a_host_hangs_tries_no_further_host) {
+  silent_listener first;
+  silent_listener second;
+  pool_config cfg = two_hosts_config("itest_multihost_close", first.port, std::to_string(second.port));
+  cfg.connect_timeout = 3s;
+  {
+    pool p{cfg};  // min_idle 1: a worker starts connecting to the first host at once
+    ASSERT_TRUE(first.has_client(20s)) << "the pool never tried the first host";
+    p.close();    // returns once the worker has given up on the first host
+  }
+  EXPECT_FALSE(second.has_client(0ms)) << "the closing pool went on to the second host";
+}
+
+// A service file (service=, PGSERVICE) can supply the ports of a host list: libpq pairs them,
+// so the pool must not split the list into single-host attempts that each inherit every port.
+TEST(pool_integration, a_host_list_whose_ports_come_from_a_service_file_connects) {
+  const std::string port = env("PQXXPOOL_TEST_PORT");
+  const std::string file = ::testing::TempDir() + "pqxxpool_itest_pg_service.conf";
+  {
+    std::ofstream out(file);
+    out << "[itest_svc]\nport=" << port << "," << port << "\n";
+  }
+  const test::scoped_env service_file("PGSERVICEFILE", file);
+  pool_config cfg = app_config("itest_multihost_service");
+  cfg.conninfo = std::regex_replace(cfg.conninfo, std::regex(R"((^| )port=\d+)"), "");
+  ASSERT_EQ(cfg.conninfo.find("port="), std::string::npos) << "the test's conninfo still names a port";
+  cfg.params["service"] = "itest_svc";
+  cfg.params["host"] = "localhost,localhost";
+  cfg.params["hostaddr"] = "127.0.0.1,127.0.0.1";
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  pool p{cfg};
+  p.wait_ready(20s);
+  lease c = p.acquire();
+  EXPECT_EQ(std::string{c->port()}, port);
+  pqxx::nontransaction tx{*c};
+  EXPECT_EQ(tx.exec("SELECT 1")[0][0].as<int>(), 1);
+  std::remove(file.c_str());
 }
 
 TEST(pool_integration, wrong_password_gives_acquire_timeout_with_sqlstate_and_no_secret) {

@@ -1,6 +1,12 @@
 #pragma once
 // Access to the throwaway cluster that scripts/test.sh starts (test/support/pgcluster.sh).
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <functional>
@@ -80,5 +86,34 @@ inline bool eventually(const std::function<bool()>& pred, std::chrono::seconds b
   }
   return true;
 }
+
+/// A TCP listener on loopback that never accepts: a client's connect completes in the kernel's
+/// backlog, and then it waits for an answer that never comes (a hung server, or a middlebox
+/// that swallows the traffic).
+struct silent_listener {
+  int fd = -1;
+  int port = 0;
+  silent_listener() {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd, 16) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      ADD_FAILURE() << "cannot listen on loopback";
+    port = ntohs(a.sin_port);
+  }
+  /// Whether a client's connection waits in the backlog, polling up to `timeout` for one.
+  bool has_client(std::chrono::milliseconds timeout) const {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(timeout.count())) == 1 && (p.revents & POLLIN) != 0;
+  }
+  ~silent_listener() {
+    if (fd >= 0) ::close(fd);
+  }
+  silent_listener(const silent_listener&) = delete;
+  silent_listener& operator=(const silent_listener&) = delete;
+};
 
 }  // namespace pqxxpool::itest

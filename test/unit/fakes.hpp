@@ -160,7 +160,7 @@ class fake_connector final : public core::connector {
 
   explicit fake_connector(std::shared_ptr<fake_clock> clk) : m_clock(std::move(clk)) {}
 
-  std::unique_ptr<core::physical> connect(time_point) override {
+  std::unique_ptr<core::physical> connect(const core::connect_limits&) override {
     std::unique_lock<std::mutex> lk(m_mu);
     ++attempts;
     attempt_times.push_back(m_clock->now());

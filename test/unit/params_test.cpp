@@ -77,7 +77,9 @@ TEST(build_params, host_lists_that_do_not_line_up_name_the_field) {
   cfg.params["hostaddr"] = "127.0.0.1,127.0.0.2";
   EXPECT_THROW((void)pqxx_adapter::build_params(cfg), config_error) << "two hostaddr entries for one host";
   for (const char* fine : {"host=a,b port=5432", "host=a,b port=1,2", "hostaddr=127.0.0.1,127.0.0.2 port=1,2",
-                           "host=a,b hostaddr=127.0.0.1,127.0.0.2", "host=a port=1", "host=a hostaddr=127.0.0.1"}) {
+                           "host=a,b hostaddr=127.0.0.1,127.0.0.2", "host=a port=1", "host=a hostaddr=127.0.0.1",
+                           // the hosts come from PGHOST or a service file, which libpq pairs itself
+                           "port=5432,5433", "service=db host=a,b,c port=1,2"}) {
     pool_config ok;
     ok.conninfo = fine;
     EXPECT_NO_THROW((void)pqxx_adapter::build_params(ok)) << fine;
