@@ -135,7 +135,7 @@ health_report check_connection(const pool_config& cfg, std::chrono::milliseconds
     try {
       // timeout bounds the whole call: with several hosts, each may take the whole timeout (the
       // pool's rule), but none is tried or waited for past the deadline.
-      physical = connector->connect({deadline, deadline, nullptr});
+      physical = connector->connect({deadline, deadline, -1});
     } catch (const connect_error& e) {
       fail(report, "connect", e.what(), e.sqlstate());
     }

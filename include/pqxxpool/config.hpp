@@ -112,7 +112,7 @@ struct pool_config {
   /// Deadline for one physical connect (TCP, TLS, authentication, after_connect excluded).
   /// With a list of hosts (host=a,b) it applies to each host in turn, as in libpq: a host that
   /// does not answer within it is skipped for the next one, so a connect may take up to this
-  /// times the number of hosts (once close() has begun, no further host is tried). Default 10 s;
+  /// times the number of hosts (close() abandons a connect in flight at once). Default 10 s;
   /// must be > 0.
   milliseconds connect_timeout{10'000};
 

@@ -114,8 +114,9 @@ class pool {
 
   /// Closes the pool: waiters get pool_closed, idle connections close, background threads stop,
   /// leased connections close on return. Idempotent. Thread-safe. Must not be called from a hook.
-  /// Blocks until the background threads have stopped: a connect in flight finishes or fails
-  /// first (at most connect_timeout; no further host of a list is tried).
+  /// Blocks until the background threads have stopped: a connect in flight is abandoned at once
+  /// (while it waits on the network; a running before_connect hook is not interrupted), and a
+  /// validation or rollback in flight ends within validation_timeout.
   void close();
 
   /// The configuration the pool was built with. Never throws.

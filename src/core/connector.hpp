@@ -2,7 +2,6 @@
 // The two interfaces through which the pool core reaches a database. The core knows nothing of
 // libpq: src/pqxx implements these with libpqxx, the unit tests with fakes.
 
-#include <atomic>
 #include <memory>
 
 #include "core/clock.hpp"
@@ -43,8 +42,9 @@ struct connect_limits {
   /// No further host is tried once this has passed, and no attempt runs past it: the bound of
   /// the whole call (a health check's timeout). time_point::max(): none.
   time_point give_up_at = time_point::max();
-  /// When set and true (the pool is closing), no further host is tried.
-  const std::atomic<bool>* stop = nullptr;
+  /// A file descriptor that becomes readable when the pool is closing (-1: none): the connect
+  /// then gives up at once, tries no further host, and throws connect_error.
+  int stop_fd = -1;
 };
 
 /// Opens physical connections. connect() runs on a background thread, never under the lock, and

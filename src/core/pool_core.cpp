@@ -1,5 +1,8 @@
 #include "core/pool_core.hpp"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <utility>
@@ -175,6 +178,19 @@ pool_core::pool_core(pool_config cfg, std::unique_ptr<connector> conn, std::shar
 }
 
 pool_core::~pool_core() { close(); }
+
+pool_core::stop_signal::stop_signal() noexcept : fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+pool_core::stop_signal::~stop_signal() {
+  if (fd >= 0) ::close(fd);
+}
+
+void pool_core::stop_signal::raise() noexcept {
+  if (fd < 0) return;
+  const std::uint64_t one = 1;
+  // Level-triggered and never read: it stays readable for every connect from now on.
+  [[maybe_unused]] const ssize_t n = ::write(fd, &one, sizeof one);
+}
 
 void pool_core::destroy_from_owner() noexcept {
   close();
@@ -1042,7 +1058,6 @@ void pool_core::close() {
     std::lock_guard<std::mutex> lk(m_mu);
     if (!m_closed) {
       m_closed = true;
-      m_stopping.store(true, std::memory_order_release);
       closing_now = true;
       refresh_gate_locked();  // before the drain: a parker that misses it sees the gate
       drain_cells_locked();
@@ -1060,6 +1075,7 @@ void pool_core::close() {
       leased = m_in_use;
     }
   }
+  if (closing_now) m_stop.raise();  // after the unlock: a syscall, and no one needs it under m_mu
   if (closing_now)
     m_log->logger->info("pqxxpool[{}]: closing: {} idle connections close now, {} in use close on return",
                         m_log->pool, doomed.size(), leased);
@@ -1103,7 +1119,7 @@ void pool_core::connect_loop() {
     std::unique_ptr<physical> conn;
     error_info failure;
     try {
-      conn = m_connector->connect({deadline_after(start, m_cfg.connect_timeout), time_point::max(), &m_stopping});
+      conn = m_connector->connect({deadline_after(start, m_cfg.connect_timeout), time_point::max(), m_stop.fd});
     } catch (const connect_error& e) {
       failure.message = e.what();
       failure.sqlstate = e.sqlstate();
@@ -1129,6 +1145,7 @@ void pool_core::connect_loop() {
     retired doomed;
     std::uint64_t failures_before = 0;  // consecutive failures this success ends
     duration retry_in{};                // after a failure: when the next attempt may start
+    bool abandoned = false;             // failed while the pool was closing
     lk.lock();
     --m_connecting;
     if (conn) {
@@ -1181,6 +1198,8 @@ void pool_core::connect_loop() {
         doomed = put_back_locked(raw, raw->created_at);
         m_maint_cv.notify_one();  // its expiry may be the next deadline
       }
+    } else if (m_closed) {
+      abandoned = true;  // given up because the pool is closing (stop_fd): not a connect error
     } else {
       ++m_stats.connect_errors;
       ++m_connect_failures_in_row;
@@ -1197,7 +1216,9 @@ void pool_core::connect_loop() {
     // Logging and closing, outside the lock.
     doomed.reset();
     try {
-      if (!failure.message.empty()) {
+      if (abandoned) {
+        m_log->logger->debug("pqxxpool[{}]: connect abandoned, the pool is closing: {}", m_log->pool, failure.message);
+      } else if (!failure.message.empty()) {
         m_log->logger->warn("pqxxpool[{}]: connect failed{}{} (failure {} in a row; next attempt in {} at the "
                             "earliest): {}", m_log->pool, failure.sqlstate.empty() ? "" : " with SQLSTATE ",
                             failure.sqlstate, failures_in_row, human(retry_in), failure.message);

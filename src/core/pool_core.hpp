@@ -290,7 +290,16 @@ class pool_core {
   const duration m_leak_threshold;     // leak_detection_threshold; zero = off
   const std::shared_ptr<const log_context> m_log;  // logger and pool name; used outside m_mu only
   std::atomic<std::uint64_t> m_next_id{1};         // connection ids, taken by connect workers
-  std::atomic<bool> m_stopping{false};  // set by close(): a connect in flight tries no further host
+  // Readable once close() has begun: connects in flight give up at once (connect_limits::stop_fd)
+  // instead of keeping close() waiting for up to connect_timeout per host.
+  struct stop_signal {
+    int fd;     // an eventfd; -1 if none could be made (connects then run to their deadline)
+    stop_signal() noexcept;
+    ~stop_signal();
+    stop_signal(const stop_signal&) = delete;
+    stop_signal& operator=(const stop_signal&) = delete;
+    void raise() noexcept;
+  } m_stop;
   const bool m_fast_enabled;  // no leak detection, no reset hook: leases may bypass m_mu
   const std::uint64_t m_instance;  // unique per core: keys what a thread learnt of its returns here
   const bool m_quick_parking;      // fairness_window <= 10 ms: quick returners park (see park())

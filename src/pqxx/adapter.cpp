@@ -116,12 +116,12 @@ std::string exception_text(const std::exception_ptr& error) {
 // ---------------------------------------------------------------------------------------------
 // Waiting on a libpq socket against a deadline
 
-enum class wait_result { ready, timed_out, failed };
+enum class wait_result { ready, timed_out, failed, stopped };
 
 // Waits until the connection's socket reports one of `events` (or an error condition, which the
 // caller's next libpq call will diagnose). The socket is looked up afresh because PQconnectPoll
 // may switch to a new one (next host, or SSL/GSS fallback).
-wait_result wait_socket(PGconn* conn, short events, core::time_point deadline) noexcept {
+wait_result wait_socket(PGconn* conn, short events, core::time_point deadline, int stop_fd = -1) noexcept {
   for (;;) {
     const int fd = PQsocket(conn);
     if (fd < 0) {
@@ -133,11 +133,18 @@ wait_result wait_socket(PGconn* conn, short events, core::time_point deadline) n
     // Round up so a poll that times out really has reached the deadline (no busy loop).
     const auto remaining = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
     const int timeout_ms = static_cast<int>(std::min<decltype(remaining)>(remaining, INT_MAX));
-    pollfd pfd{fd, events, 0};
-    const int n = ::poll(&pfd, 1, timeout_ms);
-    if (n > 0) return wait_result::ready;
+    pollfd pfd[2] = {{fd, events, 0}, {stop_fd, POLLIN, 0}};  // a negative fd is ignored by poll
+    const int n = ::poll(pfd, 2, timeout_ms);
+    if (n > 0) return (pfd[1].revents & POLLIN) != 0 ? wait_result::stopped : wait_result::ready;
     if (n < 0 && errno != EINTR) return wait_result::failed;
   }
+}
+
+// Whether stop_fd (connect_limits::stop_fd) says the pool is closing.
+bool stop_requested(int stop_fd) noexcept {
+  if (stop_fd < 0) return false;
+  pollfd p{stop_fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
 }
 
 // Sends `sql` and collects its results without ever blocking past `deadline`. True only if
@@ -446,13 +453,13 @@ class pqxx_connector final : public core::connector {
         const core::time_point now = steady_clock::now();
         until = per_host >= core::time_point::max() - now ? core::time_point::max() : now + per_host;
       }
-      attempt_result r = attempt(hosts[i], std::min(until, limits.give_up_at));
+      attempt_result r = attempt(hosts[i], std::min(until, limits.give_up_at), limits.stop_fd);
       if (r.conn) {
         conn = std::move(r.conn);
         break;
       }
       if (i + 1 == hosts.size() || !r.next_host_may_help) throw fail(earlier + r.message, r.sqlstate);
-      if (limits.stop != nullptr && limits.stop->load(std::memory_order_acquire))
+      if (stop_requested(limits.stop_fd))
         throw fail(earlier + r.message + "\n(the pool is closing: the other hosts were not tried)", r.sqlstate);
       if (steady_clock::now() >= limits.give_up_at)
         throw fail(earlier + r.message + "\n(no time left to try the other hosts)", r.sqlstate);
@@ -499,7 +506,7 @@ class pqxx_connector final : public core::connector {
   // target_session_attrs (a client-side check, no SQLSTATE), or said it cannot take connections
   // now (57P03, e.g. a standby starting up) — the cases in which libpq itself moves on. After any
   // other answer from a server (a failed password, say) libpq stops, and so do we.
-  static attempt_result attempt(const connect_params& params, core::time_point deadline) {
+  static attempt_result attempt(const connect_params& params, core::time_point deadline, int stop_fd) {
     const auto started = steady_clock::now();
     attempt_result r;
     pgconn_ptr conn = start(params);
@@ -517,9 +524,12 @@ class pqxx_connector final : public core::connector {
         return r;
       }
       const short events = state == PGRES_POLLING_READING ? POLLIN : POLLOUT;
-      switch (wait_socket(conn.get(), events, deadline)) {
+      switch (wait_socket(conn.get(), events, deadline, stop_fd)) {
         case wait_result::ready:
           break;
+        case wait_result::stopped:
+          r.message = "connect abandoned: the pool is closing" + target_of(conn.get());
+          return r;
         case wait_result::timed_out: {
           const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);
           r.message = "connect timed out after " + std::to_string(waited.count()) + " ms (connect_timeout)" +
