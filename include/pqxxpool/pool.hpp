@@ -115,8 +115,10 @@ class pool {
   /// Closes the pool: waiters get pool_closed, idle connections close, background threads stop,
   /// leased connections close on return. Idempotent. Thread-safe. Must not be called from a hook.
   /// Blocks until the background threads have stopped: a connect in flight is abandoned at once
-  /// (while it waits on the network; a running before_connect hook is not interrupted), and a
-  /// validation or rollback in flight ends within validation_timeout.
+  /// while it waits on the network, but not interrupted in a running before_connect or
+  /// after_connect hook (after_connect's SQL has no deadline) or in libpq's blocking resolution of
+  /// a host name (hostaddr avoids it); a validation or rollback in flight ends within
+  /// validation_timeout.
   void close();
 
   /// The configuration the pool was built with. Never throws.

@@ -6,6 +6,7 @@
 
 #include "core/clock.hpp"
 #include "pqxxpool/config.hpp"
+#include "pqxxpool/errors.hpp"
 
 namespace pqxxpool::core {
 
@@ -45,6 +46,13 @@ struct connect_limits {
   /// A file descriptor that becomes readable when the pool is closing (-1: none): the connect
   /// then gives up at once, tries no further host, and throws connect_error.
   int stop_fd = -1;
+};
+
+/// Thrown by connector::connect() when it gave up because connect_limits::stop_fd said the pool
+/// is closing: not a connect error (the pool neither counts nor reports it as one).
+class connect_abandoned : public connect_error {
+ public:
+  explicit connect_abandoned(const connect_error& e) : connect_error(e) {}
 };
 
 /// Opens physical connections. connect() runs on a background thread, never under the lock, and

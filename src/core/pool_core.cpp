@@ -1118,8 +1118,12 @@ void pool_core::connect_loop() {
 
     std::unique_ptr<physical> conn;
     error_info failure;
+    bool abandoned = false;  // the connector gave up because the pool is closing: no connect error
     try {
       conn = m_connector->connect({deadline_after(start, m_cfg.connect_timeout), time_point::max(), m_stop.fd});
+    } catch (const connect_abandoned& e) {
+      failure.message = e.what();
+      abandoned = true;
     } catch (const connect_error& e) {
       failure.message = e.what();
       failure.sqlstate = e.sqlstate();
@@ -1145,7 +1149,6 @@ void pool_core::connect_loop() {
     retired doomed;
     std::uint64_t failures_before = 0;  // consecutive failures this success ends
     duration retry_in{};                // after a failure: when the next attempt may start
-    bool abandoned = false;             // failed while the pool was closing
     lk.lock();
     --m_connecting;
     if (conn) {
@@ -1198,8 +1201,8 @@ void pool_core::connect_loop() {
         doomed = put_back_locked(raw, raw->created_at);
         m_maint_cv.notify_one();  // its expiry may be the next deadline
       }
-    } else if (m_closed) {
-      abandoned = true;  // given up because the pool is closing (stop_fd): not a connect error
+    } else if (abandoned) {
+      // Given up because the pool is closing (stop_fd): not a connect error, no backoff.
     } else {
       ++m_stats.connect_errors;
       ++m_connect_failures_in_row;
@@ -1217,7 +1220,7 @@ void pool_core::connect_loop() {
     doomed.reset();
     try {
       if (abandoned) {
-        m_log->logger->debug("pqxxpool[{}]: connect abandoned, the pool is closing: {}", m_log->pool, failure.message);
+        m_log->logger->debug("pqxxpool[{}]: connect given up as the pool closes: {}", m_log->pool, failure.message);
       } else if (!failure.message.empty()) {
         m_log->logger->warn("pqxxpool[{}]: connect failed{}{} (failure {} in a row; next attempt in {} at the "
                             "earliest): {}", m_log->pool, failure.sqlstate.empty() ? "" : " with SQLSTATE ",

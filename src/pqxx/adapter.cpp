@@ -391,7 +391,10 @@ std::vector<connect_params> split_hosts(const connect_params& params) {
     return std::any_of(list.begin(), list.end(), [](const std::string& e) { return e.empty(); });
   };
   const std::vector<std::string> attrs = list_param(params, "target_session_attrs", "PGTARGETSESSIONATTRS");
-  const std::vector<std::string> balance = list_param(params, "load_balance_hosts", "PGLOADBALANCEHOSTS");
+  // load_balance_hosts came with libpq 16; older ones ignore PGLOADBALANCEHOSTS (and reject the keyword).
+  const std::vector<std::string> balance = PQlibVersion() >= 160000
+                                               ? list_param(params, "load_balance_hosts", "PGLOADBALANCEHOSTS")
+                                               : std::vector<std::string>{};
   if (has_empty(hosts) || has_empty(addrs) || has_empty(ports) || uses_service(params) ||
       (attrs.size() == 1 && attrs[0] == "prefer-standby") || (!balance.empty() && balance != std::vector<std::string>{"disable"}))
     return {params};
@@ -458,9 +461,11 @@ class pqxx_connector final : public core::connector {
         conn = std::move(r.conn);
         break;
       }
+      if (r.stopped) throw core::connect_abandoned(fail(earlier + r.message, r.sqlstate));
       if (i + 1 == hosts.size() || !r.next_host_may_help) throw fail(earlier + r.message, r.sqlstate);
       if (stop_requested(limits.stop_fd))
-        throw fail(earlier + r.message + "\n(the pool is closing: the other hosts were not tried)", r.sqlstate);
+        throw core::connect_abandoned(
+            fail(earlier + r.message + "\n(the pool is closing: the other hosts were not tried)", r.sqlstate));
       if (steady_clock::now() >= limits.give_up_at)
         throw fail(earlier + r.message + "\n(no time left to try the other hosts)", r.sqlstate);
       earlier += r.message + "\n";
@@ -499,6 +504,7 @@ class pqxx_connector final : public core::connector {
     std::string message;
     std::string sqlstate;
     bool next_host_may_help = false;
+    bool stopped = false;  // given up because the pool is closing (connect_limits::stop_fd)
   };
 
   // One non-blocking connect against `deadline`. The next host of a list is worth trying when
@@ -529,6 +535,7 @@ class pqxx_connector final : public core::connector {
           break;
         case wait_result::stopped:
           r.message = "connect abandoned: the pool is closing" + target_of(conn.get());
+          r.stopped = true;
           return r;
         case wait_result::timed_out: {
           const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);

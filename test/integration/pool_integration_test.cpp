@@ -11,7 +11,6 @@
 #include <cstdio>
 #include <fstream>
 #include <mutex>
-#include <regex>
 #include <set>
 #include <thread>
 #include <vector>
@@ -303,8 +302,8 @@ TEST(pool_integration, a_refused_password_does_not_move_on_to_the_next_host) {
 
 // close() joins the connect workers; one busy with a host that never answers must give up at
 // once, not keep close() waiting for connect_timeout and then go on to the next host. (Were it to
-// wait, close() would return only after the 90 s below, and the abandoned connect would count as
-// a connect error; the suite's timeout is 120 s.)
+// wait, close() would return only after the 90 s below, with the first host's timeout counted as
+// a connect error and logged as a timeout rather than as given up.)
 TEST(pool_integration, closing_the_pool_abandons_a_connect_in_flight) {
   silent_listener first;
   silent_listener second;
@@ -335,9 +334,18 @@ TEST(pool_integration, a_host_list_whose_ports_come_from_a_service_file_connects
     std::ofstream out(file);
     out << "[itest_svc]\nport=" << port << "," << port << "\n";
   }
+  struct remove_on_exit {
+    std::string path;
+    ~remove_on_exit() { std::remove(path.c_str()); }
+  } cleanup{file};
   const test::scoped_env service_file("PGSERVICEFILE", file);
   pool_config cfg = app_config("itest_multihost_service");
-  cfg.conninfo = std::regex_replace(cfg.conninfo, std::regex(R"((^| )port=\d+)"), "");
+  // The test's conninfo names the port ("... port=N ..."): drop it, the service file gives it.
+  // (Plain string work: GCC 12 warns inside <regex> under the sanitizers.)
+  const std::size_t at = (" " + cfg.conninfo).find(" port=");
+  ASSERT_NE(at, std::string::npos) << cfg.conninfo;
+  const std::size_t end = cfg.conninfo.find(' ', at);
+  cfg.conninfo.erase(at, end == std::string::npos ? std::string::npos : end + 1 - at);
   ASSERT_EQ(cfg.conninfo.find("port="), std::string::npos) << "the test's conninfo still names a port";
   cfg.params["service"] = "itest_svc";
   cfg.params["host"] = "localhost,localhost";
@@ -350,7 +358,6 @@ TEST(pool_integration, a_host_list_whose_ports_come_from_a_service_file_connects
   EXPECT_EQ(std::string{c->port()}, port);
   pqxx::nontransaction tx{*c};
   EXPECT_EQ(tx.exec("SELECT 1")[0][0].as<int>(), 1);
-  std::remove(file.c_str());
 }
 
 TEST(pool_integration, wrong_password_gives_acquire_timeout_with_sqlstate_and_no_secret) {
