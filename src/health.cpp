@@ -133,8 +133,8 @@ health_report check_connection(const pool_config& cfg, std::chrono::milliseconds
     // scrubbing and error hints are exactly what a pool built from cfg would use.
     std::unique_ptr<core::physical> physical;
     try {
-      // timeout bounds the whole call: with several hosts, each may take the whole timeout (the
-      // pool's rule), but none is tried or waited for past the deadline.
+      // timeout bounds the whole call: with several hosts they are tried in turn while time is
+      // left, and none is tried or waited for past the deadline.
       physical = connector->connect({deadline, deadline, -1});
     } catch (const connect_error& e) {
       fail(report, "connect", e.what(), e.sqlstate());

@@ -42,7 +42,6 @@ std::vector<pool_stats> snapshot(const std::vector<const pool*>& pools) {
 std::string unhealthy_reason(const std::vector<pool_stats>& all) {
   for (const pool_stats& s : all) {
     if (s.closed) return "pool \"" + s.name + "\" is closed";
-    if (s.total == 0 && s.max_size == 0) return "pool \"" + s.name + "\" cannot open connections";
   }
   return {};
 }

@@ -49,11 +49,15 @@ verdict classify(const std::exception_ptr& error, bool idempotent) {
 }
 
 std::chrono::milliseconds backoff_for(const retry_policy& policy, unsigned retry) {
+  // 0 × pow(…) could be 0 × inf = NaN after a thousand retries: no backoff is no backoff.
+  if (policy.initial_backoff.count() == 0) return std::chrono::milliseconds{0};
   thread_local std::mt19937_64 rng{std::random_device{}()};
   const double base = static_cast<double>(policy.initial_backoff.count()) * std::pow(policy.multiplier, retry);
   const double capped = std::min(base, static_cast<double>(policy.max_backoff.count()));
   const double jittered = capped * (1.0 + std::uniform_real_distribution<double>(0.0, policy.jitter)(rng));
-  return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(jittered));
+  // Up to twice max_backoff: kept below 2^63 ms (about 292 million years) before the conversion,
+  // which would be undefined beyond it (max_backoff = milliseconds::max(), say).
+  return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(std::min(jittered, 9.0e18)));
 }
 
 }  // namespace

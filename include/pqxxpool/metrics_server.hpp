@@ -28,9 +28,10 @@ class pool;
 /// - `GET /metrics`: to_prometheus() of every pool's stats(), content type
 ///   `text/plain; version=0.0.4; charset=utf-8`;
 /// - `GET /stats`: a JSON array with to_json() of every pool's stats(), `application/json`;
-/// - `GET /healthz`: 200 `ok` when every pool is open and can hand out or open a connection;
-///   503 with a one-line reason (e.g. `pool "orders" is closed`) otherwise. Pool state only: no
-///   database round trip.
+/// - `GET /healthz`: 200 `ok` when every pool is open (not closed); 503 with a one-line reason
+///   (e.g. `pool "orders" is closed`) otherwise. Pool state only: no database round trip, so it
+///   stays 200 while the database is unreachable (a liveness answer; for readiness that depends
+///   on the database use health_check(), docs/health.md).
 ///
 /// Anything else is 404. The server binds to loopback by default; exposing pool statistics on
 /// other interfaces is the caller's decision. There is no TLS and no authentication.

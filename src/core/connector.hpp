@@ -44,7 +44,7 @@ struct connect_limits {
   /// the whole call (a health check's timeout). time_point::max(): none.
   time_point give_up_at = time_point::max();
   /// A file descriptor that becomes readable when the pool is closing (-1: none): the connect
-  /// then gives up at once, tries no further host, and throws connect_error.
+  /// then gives up at once, tries no further host, and throws connect_abandoned.
   int stop_fd = -1;
 };
 

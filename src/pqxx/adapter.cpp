@@ -445,7 +445,7 @@ class pqxx_connector final : public core::connector {
     // by itself, but it applies connect_timeout per host only in its blocking connect; in this
     // non-blocking one a host that never answers would use up the whole deadline and the hosts
     // after it would never be tried. Each host gets the whole connect_timeout, as in libpq,
-    // within limits.give_up_at, and no further host is tried once limits.stop is set.
+    // within limits.give_up_at, and none once limits.stop_fd says the pool is closing.
     const std::vector<connect_params> hosts = split_hosts(params);
     const auto per_host = limits.deadline - started;
     pgconn_ptr conn;
