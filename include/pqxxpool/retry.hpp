@@ -57,10 +57,11 @@ void run_with_retry(pool& p, const std::function<void(pqxx::work&)>& body, const
 /// the whole transaction is re-run on a fresh lease after a backoff; after OC001 (stale catalog)
 /// or a broken connection the old connection is discarded. A COMMIT whose outcome is unknown
 /// (pqxx::in_doubt_error) is retried only when policy.idempotent. Any other error is rethrown at
-/// once. Returns what fn returns. Blocks the caller during backoff. Thread-safe (uses the pool).
+/// once. Returns what fn returns, by value (a returned reference is copied). Blocks the caller
+/// during backoff. Thread-safe (uses the pool).
 template <typename F>
 auto retry_transaction(pool& p, F&& fn, const retry_policy& policy = {}) {
-  using result_type = std::invoke_result_t<F&, pqxx::work&>;
+  using result_type = std::decay_t<std::invoke_result_t<F&, pqxx::work&>>;
   if constexpr (std::is_void_v<result_type>) {
     detail::run_with_retry(p, [&fn](pqxx::work& tx) { fn(tx); }, policy);
   } else {

@@ -201,6 +201,18 @@ TEST(retry_integration, a_commit_in_doubt_is_not_retried_unless_the_work_is_idem
   EXPECT_EQ(tx.exec("SELECT 1")[0][0].as<int>(), 1);
 }
 
+// A function that returns a reference (to something outside the transaction) gets a copy back:
+// the result is kept by value between the attempt and the return.
+TEST(retry_integration, a_function_returning_a_reference_gets_a_copy) {
+  pool p{occ_config("itest_occ_ref")};
+  std::string label = "before";
+  const std::string got = retry_transaction(p, [&label](pqxx::work& tx) -> std::string& {
+    label = tx.exec("SELECT 'from the server'")[0][0].as<std::string>();
+    return label;
+  });
+  EXPECT_EQ(got, "from the server");
+}
+
 TEST(retry_integration, bad_policy_is_a_config_error) {
   pool p{occ_config("itest_occ_policy")};
   retry_policy rp;
