@@ -114,11 +114,12 @@ class pool {
 
   /// Closes the pool: waiters get pool_closed, idle connections close, background threads stop,
   /// leased connections close on return. Idempotent. Thread-safe. Must not be called from a hook.
-  /// Blocks until the background threads have stopped: a connect in flight is abandoned at once
-  /// while it waits on the network, but not interrupted in a running before_connect or
-  /// after_connect hook (after_connect's SQL has no deadline) or in libpq's blocking resolution of
-  /// a host name (hostaddr avoids it); a validation or rollback in flight ends within
-  /// validation_timeout.
+  /// Blocks until the background threads have stopped. Network waits end at once: a connect in
+  /// flight is abandoned, a validation or rollback round trip in flight (on any thread) ends, and
+  /// a query that an after_connect or reset hook is running fails because its socket is shut down
+  /// (the hook sees a broken_connection; the connect is not counted as an error). Not interrupted:
+  /// a before_connect hook (its own I/O, e.g. fetching credentials) and libpq's blocking
+  /// resolution of a host name (hostaddr avoids it).
   void close();
 
   /// The configuration the pool was built with. Never throws.

@@ -63,6 +63,11 @@ class connector {
   /// Opens one connection (running before_connect / after_connect hooks) or throws
   /// pqxxpool::connect_error (with SQLSTATE when known). Must keep to `limits`.
   virtual std::unique_ptr<physical> connect(const connect_limits& limits) = 0;
+  /// Called once by the pool's close(), outside the lock, after the stop fd became readable:
+  /// interrupts what the stop fd cannot, such as a hook's blocking calls on a connection (its
+  /// connect, or that connection's reset, then fails or throws connect_abandoned). From then on
+  /// this connector runs no more hooks.
+  virtual void stop() noexcept {}
 };
 
 }  // namespace pqxxpool::core

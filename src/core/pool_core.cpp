@@ -811,6 +811,10 @@ bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline) {
     if (m_closed) throw pool_closed();  // doomed closes after the lock is released
     return false;
   }
+  if (m_closed) {  // close() ended the round trip (the stop fd): not the connection's fault
+    doomed = remove_slot_locked(s, close_reason::closed);
+    throw pool_closed();
+  }
   doomed = remove_slot_locked(s, close_reason::validation_failed);
   return false;
 }
@@ -1075,7 +1079,10 @@ void pool_core::close() {
       leased = m_in_use;
     }
   }
-  if (closing_now) m_stop.raise();  // after the unlock: a syscall, and no one needs it under m_mu
+  if (closing_now) {  // after the unlock: syscalls, and no one needs them under m_mu
+    m_stop.raise();
+    m_connector->stop();  // hooks in flight (connector.hpp)
+  }
   if (closing_now)
     m_log->logger->info("pqxxpool[{}]: closing: {} idle connections close now, {} in use close on return",
                         m_log->pool, doomed.size(), leased);

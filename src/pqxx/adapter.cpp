@@ -5,7 +5,10 @@
 
 #include "pqxx/adapter.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -17,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <string_view>
@@ -155,7 +159,7 @@ bool stop_requested(int stop_fd) noexcept {
 // output and could block. After a timeout or a lost connection the caller closes the connection,
 // and a non-blocking PQfinish cannot hang.
 bool round_trip(PGconn* conn, const char* sql, ExecStatusType expected, core::time_point deadline,
-                pgresult_ptr* first = nullptr) noexcept {
+                int stop_fd = -1, pgresult_ptr* first = nullptr) noexcept {
   if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
   if (PQsetnonblocking(conn, 1) != 0) return false;
   if (PQsendQuery(conn, sql) == 0) return false;
@@ -164,7 +168,7 @@ bool round_trip(PGconn* conn, const char* sql, ExecStatusType expected, core::ti
   // direction, and consume input when readable so the server cannot deadlock us.
   for (int pending = PQflush(conn); pending != 0; pending = PQflush(conn)) {
     if (pending < 0) return false;
-    if (wait_socket(conn, POLLIN | POLLOUT, deadline) != wait_result::ready) return false;
+    if (wait_socket(conn, POLLIN | POLLOUT, deadline, stop_fd) != wait_result::ready) return false;
     if (PQconsumeInput(conn) == 0) return false;
   }
 
@@ -172,7 +176,7 @@ bool round_trip(PGconn* conn, const char* sql, ExecStatusType expected, core::ti
   bool ok = true;
   for (;;) {
     while (PQisBusy(conn) != 0) {
-      if (wait_socket(conn, POLLIN, deadline) != wait_result::ready) return false;
+      if (wait_socket(conn, POLLIN, deadline, stop_fd) != wait_result::ready) return false;
       if (PQconsumeInput(conn) == 0) return false;
     }
     pgresult_ptr res{PQgetResult(conn)};
@@ -268,14 +272,95 @@ class pooled_connection final : public pqxx::connection_base {
 #endif
 
 // ---------------------------------------------------------------------------------------------
+// Interrupting users' hooks when the pool closes
+
+// The sockets of connections inside a user's hook (after_connect, reset) while it runs. A hook
+// makes blocking libpq calls, which the stop fd cannot interrupt (round_trip and the connect
+// poll it); so close() shuts these sockets down (core::connector::stop), the hook's call fails
+// at once, and a hook waiting on a stalled server does not hold close() up. Each entry is a dup()
+// of the connection's socket, owned here: shutdown() acts on the socket, not the descriptor, and
+// a hook that closed its connection cannot make us shut down a descriptor number reused since.
+class hook_sockets {
+ public:
+  hook_sockets() = default;
+  hook_sockets(const hook_sockets&) = delete;
+  hook_sockets& operator=(const hook_sockets&) = delete;
+  ~hook_sockets() {
+    for (const int fd : m_fds) ::close(fd);  // none left in practice: every enter has its leave
+  }
+
+  /// Registers `socket` for the duration of a hook: -1 if the pool is closing (run no hook
+  /// then), else a handle for leave(). Throws std::bad_alloc.
+  int enter(int socket) {
+    std::lock_guard<std::mutex> lk(m_mu);
+    if (m_stopped) return -1;
+    const int fd = socket >= 0 ? ::fcntl(socket, F_DUPFD_CLOEXEC, 0) : -1;
+    if (fd < 0) return -2;  // nothing to interrupt (no socket, or no descriptor left): run the hook
+    try {
+      m_fds.push_back(fd);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    return fd;
+  }
+
+  void leave(int handle) noexcept {
+    if (handle < 0) return;
+    std::lock_guard<std::mutex> lk(m_mu);
+    const auto it = std::find(m_fds.begin(), m_fds.end(), handle);
+    if (it != m_fds.end()) m_fds.erase(it);
+    ::close(handle);
+  }
+
+  /// From close(), after the stop fd was raised: interrupts every hook running now and refuses
+  /// later ones. Idempotent.
+  void stop() noexcept {
+    std::lock_guard<std::mutex> lk(m_mu);  // m_mu guards m_fds and m_stopped; held for syscalls only
+    m_stopped = true;
+    for (const int fd : m_fds) ::shutdown(fd, SHUT_RDWR);
+  }
+
+  [[nodiscard]] bool stopped() const noexcept {
+    std::lock_guard<std::mutex> lk(m_mu);
+    return m_stopped;
+  }
+
+ private:
+  mutable std::mutex m_mu;
+  std::vector<int> m_fds;
+  bool m_stopped = false;
+};
+
+// Registers a connection's socket with hook_sockets while a hook runs on it (RAII).
+class in_hook {
+ public:
+  in_hook(hook_sockets& hooks, PGconn* conn) : m_hooks{hooks}, m_handle{hooks.enter(conn != nullptr ? PQsocket(conn) : -1)} {}
+  ~in_hook() { m_hooks.leave(m_handle); }
+  in_hook(const in_hook&) = delete;
+  in_hook& operator=(const in_hook&) = delete;
+  /// False when the pool was already closing: do not run the hook.
+  [[nodiscard]] bool admitted() const noexcept { return m_handle != -1; }
+
+ private:
+  hook_sockets& m_hooks;
+  const int m_handle;
+};
+
+// ---------------------------------------------------------------------------------------------
 // core::physical
 
 class pooled_physical final : public core::physical {
  public:
   // The backend pid is read now: libpq reports 0 once the connection has gone bad, which is
-  // exactly when a log line about its closing needs it.
-  explicit pooled_physical(std::unique_ptr<pooled_connection> conn) noexcept
-      : m_conn{std::move(conn)}, m_backend_pid{m_conn->handle() != nullptr ? PQbackendPID(m_conn->handle()) : 0} {}
+  // exactly when a log line about its closing needs it. stop_fd (connect_limits::stop_fd) ends a
+  // validation or rollback round trip at once when the pool closes; hooks share the connector's
+  // hook_sockets.
+  pooled_physical(std::unique_ptr<pooled_connection> conn, int stop_fd, std::shared_ptr<hook_sockets> hooks) noexcept
+      : m_conn{std::move(conn)},
+        m_backend_pid{m_conn->handle() != nullptr ? PQbackendPID(m_conn->handle()) : 0},
+        m_stop_fd{stop_fd},
+        m_hooks{std::move(hooks)} {}
 
   core::return_state check_return() noexcept override {
     PGconn* const conn = m_conn->handle();
@@ -294,7 +379,7 @@ class pooled_physical final : public core::physical {
   }
 
   bool validate(core::time_point deadline) noexcept override {
-    return round_trip(m_conn->handle(), "", PGRES_EMPTY_QUERY, deadline);
+    return round_trip(m_conn->handle(), "", PGRES_EMPTY_QUERY, deadline, m_stop_fd);
   }
 
   bool reset(core::time_point deadline, const std::function<void(connection&)>& reset_hook) noexcept override {
@@ -302,11 +387,13 @@ class pooled_physical final : public core::physical {
     if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
     const PGTransactionStatusType status = PQtransactionStatus(conn);
     if (status == PQTRANS_INTRANS || status == PQTRANS_INERROR) {
-      if (!round_trip(conn, "ROLLBACK", PGRES_COMMAND_OK, deadline)) return false;
+      if (!round_trip(conn, "ROLLBACK", PGRES_COMMAND_OK, deadline, m_stop_fd)) return false;
     }
     if (PQtransactionStatus(conn) != PQTRANS_IDLE) return false;
     if (!reset_hook) return true;
     try {
+      const in_hook registered{*m_hooks, conn};
+      if (!registered.admitted()) return false;  // the pool is closing
       reset_hook(*m_conn);
     } catch (...) {
       return false;
@@ -322,6 +409,8 @@ class pooled_physical final : public core::physical {
  private:
   std::unique_ptr<pooled_connection> m_conn;  // its destructor closes the connection
   const int m_backend_pid;
+  const int m_stop_fd;  // owned by the pool core, which outlives its connections
+  const std::shared_ptr<hook_sockets> m_hooks;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -415,6 +504,8 @@ class pqxx_connector final : public core::connector {
         m_error_hint{cfg.error_hint},
         m_base{std::move(base)} {}
 
+  void stop() noexcept override { m_hooks->stop(); }
+
   std::unique_ptr<core::physical> connect(const core::connect_limits& limits) override {
     const auto started = steady_clock::now();
     connect_params params = m_base;
@@ -483,15 +574,25 @@ class pqxx_connector final : public core::connector {
     }
 
     if (m_after_connect) {
+      // Registered while it runs: close() shuts the socket down under a hook stuck on a stalled
+      // server (hook_sockets). What the hook then throws is the closing pool's doing, not an error.
+      const auto abandoned = [&fail] {
+        return core::connect_abandoned(fail("connect abandoned: the pool is closing (during the after_connect hook)"));
+      };
+      const in_hook registered{*m_hooks, user->handle()};
+      if (!registered.admitted()) throw abandoned();
       try {
         m_after_connect(*user);
       } catch (const pqxx::sql_error& e) {
+        if (m_hooks->stopped()) throw abandoned();
         throw fail(std::string{"after_connect hook failed: "} + e.what(), e.sqlstate());
       } catch (...) {
+        if (m_hooks->stopped()) throw abandoned();
         throw fail("after_connect hook failed: " + exception_text(std::current_exception()));
       }
+      if (m_hooks->stopped()) throw abandoned();  // the hook swallowed the failure
     }
-    auto physical = std::make_unique<pooled_physical>(std::move(user));
+    auto physical = std::make_unique<pooled_physical>(std::move(user), limits.stop_fd, m_hooks);
     // A hook that left a transaction open (or lost the connection) must not hand it out dirty.
     if (physical->check_return() != core::return_state::clean)
       throw fail("after_connect hook left the connection inside a transaction or broken");
@@ -575,6 +676,8 @@ class pqxx_connector final : public core::connector {
 
   std::function<void(connect_params&)> m_before_connect;
   std::function<void(connection&)> m_after_connect;
+  // Shared with the connections made here, whose reset hooks register too.
+  const std::shared_ptr<hook_sockets> m_hooks = std::make_shared<hook_sockets>();
   std::function<std::string(const std::string&)> m_error_hint;
   const connect_params m_base;
 };
@@ -687,7 +790,7 @@ statement_result run_statement(connection& conn, const char* sql, core::time_poi
     return out;
   }
   pgresult_ptr first;
-  if (round_trip(handle, sql, PGRES_TUPLES_OK, deadline, &first)) {
+  if (round_trip(handle, sql, PGRES_TUPLES_OK, deadline, -1, &first)) {
     out.outcome = status::ok;
     if (PQntuples(first.get()) > 0 && PQnfields(first.get()) > 0 && PQgetisnull(first.get(), 0, 0) == 0) {
       out.value = PQgetvalue(first.get(), 0, 0);

@@ -4,12 +4,14 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -323,6 +325,126 @@ TEST(pool_integration, closing_the_pool_abandons_a_connect_in_flight) {
   EXPECT_EQ(s.connect_errors, 0u) << "an abandoned connect counted as a failure: " << s.last_error.message;
   EXPECT_TRUE(s.last_error.empty()) << s.last_error.message;
   EXPECT_FALSE(second.has_client(0ms)) << "the closing pool went on to the second host";
+}
+
+/// A server process stopped with SIGSTOP (a server that stops answering on an open connection)
+/// and continued when this goes out of scope or on resume().
+class stopped_backend {
+ public:
+  explicit stopped_backend(int pid) : m_pid{::kill(pid, SIGSTOP) == 0 ? pid : 0} {}
+  ~stopped_backend() { resume(); }
+  stopped_backend(const stopped_backend&) = delete;
+  stopped_backend& operator=(const stopped_backend&) = delete;
+  [[nodiscard]] bool stopped() const { return m_pid > 0; }
+  void resume() {
+    if (m_pid > 0) ::kill(m_pid, SIGCONT);
+    m_pid = 0;
+  }
+
+ private:
+  int m_pid;
+};
+
+// close() must also end a validation round trip in flight, which would otherwise run until
+// validation_timeout (here an hour) against a server that stopped answering: the acquire that
+// was validating fails with pool_closed at once, and the connection is not counted as failing
+// validation (the pool closed it).
+TEST(pool_integration, closing_the_pool_ends_a_validation_in_flight) {
+  pool_config cfg = app_config("itest_close_validation");
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  cfg.validate_after_idle = 0ms;  // every acquire validates
+  cfg.validation_timeout = std::chrono::hours(1);
+  cfg.acquire_timeout = std::chrono::hours(2);
+  pool p{cfg};
+  p.wait_ready(20s);
+  int pid = 0;
+  {
+    lease c = p.acquire();
+    pid = c->backendpid();
+  }
+  stopped_backend frozen{pid};
+  ASSERT_TRUE(frozen.stopped()) << "could not stop backend " << pid;
+  auto acquiring = std::async(std::launch::async, [&p] { lease c = p.acquire(); });
+  // in_use 1: the acquire has taken the connection and validates it (or is about to).
+  ASSERT_TRUE(eventually([&] { return p.stats().in_use == 1; }));
+  p.close();
+  const bool ended = acquiring.wait_for(60s) == std::future_status::ready;  // a bound, not a speed
+  frozen.resume();
+  ASSERT_TRUE(ended) << "the acquire still validates after close()";
+  EXPECT_THROW(acquiring.get(), pool_closed);
+  const pool_stats s = p.stats();
+  EXPECT_EQ(s.closed_validation_failed, 0u);
+  EXPECT_EQ(s.total, 0u);
+}
+
+// A hook's queries are blocking libpq calls, out of reach of the stop signal: close() shuts the
+// socket down under them. Without that, close() would wait for the hour-long query below.
+TEST(pool_integration, closing_the_pool_interrupts_an_after_connect_hook) {
+  pool_config cfg = app_config("itest_close_after_connect");
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  std::promise<void> entered;
+  std::atomic<int> calls{0};
+  std::atomic<bool> hook_query_failed{false};
+  cfg.after_connect = [&](connection& c) {
+    if (calls++ == 0) entered.set_value();
+    try {
+      pqxx::nontransaction tx{c};
+      tx.exec("SELECT pg_sleep(3600)");
+    } catch (const std::exception&) {
+      hook_query_failed = true;
+      throw;
+    }
+  };
+  auto ring = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
+  cfg.logger = std::make_shared<spdlog::logger>("itest_close_hook", ring);
+  cfg.logger->set_level(spdlog::level::debug);
+  pool p{cfg};  // min_idle 1: a worker connects and runs the hook at once
+  ASSERT_EQ(entered.get_future().wait_for(20s), std::future_status::ready) << "the hook never ran";
+  auto closing = std::async(std::launch::async, [&p] { p.close(); });
+  const bool closed = closing.wait_for(60s) == std::future_status::ready;  // a bound, not a speed
+  if (!closed) terminate_backends("itest_close_after_connect");  // let the test end
+  ASSERT_TRUE(closed) << "close() waits for the after_connect hook";
+  EXPECT_TRUE(hook_query_failed);
+  EXPECT_EQ(calls, 1);
+  std::string log;
+  for (const std::string& line : ring->last_formatted()) log += line;
+  EXPECT_NE(log.find("connect abandoned: the pool is closing (during the after_connect hook)"), std::string::npos)
+      << log;
+  const pool_stats s = p.stats();
+  EXPECT_EQ(s.connect_errors, 0u) << s.last_error.message;
+}
+
+// The same for a reset hook, which runs on the maintenance thread after a return.
+TEST(pool_integration, closing_the_pool_interrupts_a_reset_hook) {
+  pool_config cfg = app_config("itest_close_reset");
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  std::promise<void> entered;
+  std::atomic<bool> hook_query_failed{false};
+  cfg.reset = [&](connection& c) {
+    entered.set_value();  // one return only, so one reset
+    try {
+      pqxx::nontransaction tx{c};
+      tx.exec("SELECT pg_sleep(3600)");
+    } catch (const std::exception&) {
+      hook_query_failed = true;
+      throw;
+    }
+  };
+  pool p{cfg};
+  p.wait_ready(20s);
+  p.acquire().release();
+  ASSERT_EQ(entered.get_future().wait_for(20s), std::future_status::ready) << "the reset hook never ran";
+  auto closing = std::async(std::launch::async, [&p] { p.close(); });
+  const bool closed = closing.wait_for(60s) == std::future_status::ready;  // a bound, not a speed
+  if (!closed) terminate_backends("itest_close_reset");  // let the test end
+  ASSERT_TRUE(closed) << "close() waits for the reset hook";
+  EXPECT_TRUE(hook_query_failed);
+  const pool_stats s = p.stats();
+  EXPECT_EQ(s.total, 0u);
+  EXPECT_EQ(s.closed_broken, 0u) << "a reset ended by close() counted as a broken connection";
 }
 
 // A service file (service=, PGSERVICE) can supply the ports of a host list: libpq pairs them,
