@@ -48,6 +48,8 @@ namespace {
 core::pool_core* make_core(pool_config cfg) {
   cfg.validate();
   connect_params params = pqxx_adapter::build_params(cfg);
+  // libpq's connect_timeout in conninfo/params is what a libpq user expects to apply.
+  if (const auto t = pqxx_adapter::user_connect_timeout(cfg)) cfg.connect_timeout = *t;
   std::unique_ptr<core::connector> conn = pqxx_adapter::make_connector(cfg, std::move(params));
   return new core::pool_core(std::move(cfg), std::move(conn), core::make_system_clock());
 }

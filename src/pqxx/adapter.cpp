@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -685,14 +686,141 @@ class pqxx_connector final : public core::connector {
 // ---------------------------------------------------------------------------------------------
 // build_params helpers
 
+// libpq's keyword for a word it could not place, if the word is one or a near miss of one (a
+// typo such as "hots" or "sslmod": one edit, or two in a word of six letters or more, a swap of
+// neighbours counting as one) — then it is safe to repeat; any other word may be a piece of a
+// value, a password's included.
+std::string keyword_near(std::string_view word) {
+  if (word.size() < 3 || word.size() > 40) return {};
+  for (const char c : word)
+    if (!((c >= 'a' && c <= 'z') || c == '_')) return {};
+  const std::size_t allowed = word.size() >= 6 ? 2 : 1;
+  const conninfo_ptr defaults{PQconndefaults()};
+  if (!defaults) throw std::bad_alloc{};
+  std::string best;
+  std::size_t best_distance = allowed + 1;
+  for (const PQconninfoOption* option = defaults.get(); option->keyword != nullptr; ++option) {
+    const std::string_view k = option->keyword;
+    // Optimal string alignment distance (Levenshtein plus adjacent transpositions).
+    std::vector<std::vector<std::size_t>> d(word.size() + 1, std::vector<std::size_t>(k.size() + 1));
+    for (std::size_t i = 0; i <= word.size(); ++i) d[i][0] = i;
+    for (std::size_t j = 0; j <= k.size(); ++j) d[0][j] = j;
+    for (std::size_t i = 1; i <= word.size(); ++i) {
+      for (std::size_t j = 1; j <= k.size(); ++j) {
+        const std::size_t cost = word[i - 1] == k[j - 1] ? 0 : 1;
+        d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+        if (i > 1 && j > 1 && word[i - 1] == k[j - 2] && word[i - 2] == k[j - 1])
+          d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+    if (d[word.size()][k.size()] < best_distance) {
+      best_distance = d[word.size()][k.size()];
+      best = std::string{k};
+    }
+  }
+  return best;
+}
+
+// The text between the first pair of double quotes after `prefix` at the start of `message`.
+std::optional<std::string_view> quoted_after(std::string_view message, std::string_view prefix) {
+  if (message.substr(0, prefix.size()) != prefix) return std::nullopt;
+  const std::string_view rest = message.substr(prefix.size());
+  const std::size_t end = rest.find('"');
+  if (end == std::string_view::npos) return std::nullopt;
+  return rest.substr(0, end);
+}
+
 conninfo_ptr parse_conninfo(const std::string& conninfo) {
   char* error = nullptr;
   conninfo_ptr parsed{PQconninfoParse(conninfo.c_str(), &error)};
   if (parsed) return parsed;
   if (error == nullptr) throw std::bad_alloc{};  // libpq's only error without a message
-  const std::string message = elide_quoted(trim(error));
+  const std::string raw{trim(error)};
   PQfreemem(error);
-  throw config_error("conninfo", "cannot be parsed: " + message);
+  // libpq quotes pieces of the input, which may be (part of) a password: those are elided, except
+  // a word that is a libpq keyword or a near miss of one (a typo: "hots" for "host").
+  constexpr std::string_view quoting_hint = " (a value containing spaces must be in single quotes: key='a b')";
+  if (const auto word = quoted_after(raw, "invalid connection option \"")) {
+    const std::string near = keyword_near(*word);
+    if (!near.empty() && near != *word)
+      throw config_error("conninfo", "cannot be parsed: invalid connection option \"" + std::string{*word} +
+                                         "\" (did you mean \"" + near + "\"?)");
+    throw config_error("conninfo", "cannot be parsed: " + elide_quoted(raw) + " (not a libpq keyword)" +
+                                       std::string{quoting_hint});
+  }
+  if (const auto word = quoted_after(raw, "missing \"=\" after \"")) {
+    if (!word->empty() && keyword_near(*word) == *word)
+      throw config_error("conninfo", "cannot be parsed: missing \"=\" after \"" + std::string{*word} + "\"");
+    throw config_error("conninfo", "cannot be parsed: missing \"=\" after a word \"" + std::string{ellipsis} +
+                                       "\" that is not a keyword" + std::string{quoting_hint});
+  }
+  throw config_error("conninfo", "cannot be parsed: " + elide_quoted(raw));
+}
+
+// libpq's parse_int_param: an int, with surrounding white space allowed.
+std::optional<int> libpq_int(const std::string& text) {
+  const char* const begin = text.c_str();
+  char* end = nullptr;
+  errno = 0;
+  const long value = std::strtol(begin, &end, 10);
+  if (end == begin || errno != 0 || value < INT_MIN || value > INT_MAX) return std::nullopt;
+  while (*end != '\0' && is_space(*end)) ++end;
+  if (*end != '\0') return std::nullopt;
+  return static_cast<int>(value);
+}
+
+// Values libpq would only reject when connecting (every connect, retried for ever), said at
+// construction instead, naming where they came from: conninfo, params["key"], or the environment
+// variable libpq reads when neither sets the key. Values quoted here are not secrets.
+void check_values(const connect_params& out, const std::map<std::string, std::string>& overlay) {
+  struct rule {
+    const char* key;
+    const char* env;                          // nullptr: libpq reads none
+    std::vector<std::string_view> allowed;   // empty: an integer (a port list for "port")
+  };
+  static const std::vector<rule> rules = {
+      {"port", "PGPORT", {}},
+      {"connect_timeout", "PGCONNECT_TIMEOUT", {}},
+      {"keepalives", nullptr, {}},
+      {"keepalives_idle", nullptr, {}},
+      {"keepalives_interval", nullptr, {}},
+      {"keepalives_count", nullptr, {}},
+      {"tcp_user_timeout", nullptr, {}},
+      {"sslmode", "PGSSLMODE", {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}},
+      {"gssencmode", "PGGSSENCMODE", {"disable", "prefer", "require"}},
+      {"channel_binding", "PGCHANNELBINDING", {"disable", "prefer", "require"}},
+      {"target_session_attrs", "PGTARGETSESSIONATTRS",
+       {"any", "read-write", "read-only", "primary", "standby", "prefer-standby"}},
+  };
+  for (const rule& r : rules) {
+    std::string value;
+    std::string field;
+    if (const std::string* v = out.get(r.key)) {
+      value = *v;
+      field = overlay.count(r.key) != 0 ? "params[\"" + std::string{r.key} + "\"]" : std::string{"conninfo"};
+    } else if (const char* e = r.env != nullptr ? std::getenv(r.env) : nullptr; e != nullptr && *e != '\0') {
+      value = e;
+      field = r.env;
+    } else {
+      continue;
+    }
+    if (std::string_view{r.key} == "port") {
+      for (const std::string& p : split_list(value)) {
+        if (p.empty()) continue;  // libpq's default port for that host
+        const std::optional<int> n = libpq_int(p);
+        if (!n || *n < 1 || *n > 65535)
+          throw config_error(field, "port \"" + p + "\" is not a port number; allowed: 1-65535 (or a list, one per host)");
+      }
+    } else if (r.allowed.empty()) {
+      if (!libpq_int(value))
+        throw config_error(field, std::string{r.key} + " \"" + value + "\" is not an integer" +
+                                      (std::string_view{r.key} == "connect_timeout" ? " (whole seconds)" : ""));
+    } else if (std::find(r.allowed.begin(), r.allowed.end(), value) == r.allowed.end()) {
+      std::string list;
+      for (const std::string_view a : r.allowed) list.append(list.empty() ? "" : ", ").append(a);
+      throw config_error(field, std::string{r.key} + " \"" + value + "\" is not valid; allowed: " + list);
+    }
+  }
 }
 
 void check_keywords(const std::map<std::string, std::string>& params) {
@@ -742,6 +870,23 @@ void check_host_lists(const connect_params& out, const std::map<std::string, std
 
 }  // namespace
 
+std::optional<std::chrono::milliseconds> user_connect_timeout(const pool_config& cfg) {
+  std::string value;
+  if (const auto it = cfg.params.find("connect_timeout"); it != cfg.params.end()) {
+    value = it->second;
+  } else {
+    const conninfo_ptr parsed = parse_conninfo(cfg.conninfo);
+    for (const PQconninfoOption* option = parsed.get(); option->keyword != nullptr; ++option)
+      if (option->val != nullptr && std::string_view{option->keyword} == "connect_timeout") value = option->val;
+    if (value.empty()) return std::nullopt;
+  }
+  const std::optional<int> seconds = libpq_int(value);
+  if (!seconds) return std::nullopt;  // build_params has said so already
+  // libpq's reading: 0 or less waits for ever, 1 means 2.
+  if (*seconds <= 0) return std::chrono::milliseconds::max();
+  return std::chrono::seconds{std::max(*seconds, 2)};
+}
+
 connect_params build_params(const pool_config& cfg) {
   const conninfo_ptr parsed = parse_conninfo(cfg.conninfo);
   check_keywords(cfg.params);
@@ -752,6 +897,7 @@ connect_params build_params(const pool_config& cfg) {
   }
   for (const auto& [key, value] : cfg.params) out.set(key, value);
   check_host_lists(out, cfg.params);
+  check_values(out, cfg.params);
 
   // libpq would otherwise notice a dead peer only after the kernel's TCP timeout (hours).
   const auto add_default = [&out](const char* key, std::string value) {

@@ -2,7 +2,9 @@
 // The only code in pqxxpool that touches libpqxx or libpq. Everything here runs outside the pool's
 // lock. Supporting libpqxx 7 means changing adapter.cpp alone.
 
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -18,8 +20,18 @@ namespace pqxxpool::pqxx_adapter {
 /// keepalives_idle=30, keepalives_interval=10, keepalives_count=3, connect_timeout (seconds,
 /// rounded up from cfg.connect_timeout), application_name=pqxxpool.
 /// Throws config_error for "conninfo" (parse error; quoted fragments of the input are elided so a
-/// password cannot leak) or params["key"] (keyword libpq does not know).
+/// password cannot leak, except a keyword or a near miss of one), params["key"] (keyword libpq
+/// does not know), or whichever of conninfo, params["key"] or the environment variable libpq
+/// would read (PGPORT, PGSSLMODE, …) holds a value libpq would refuse when connecting: a port
+/// outside 1-65535, a non-integer connect_timeout/keepalives*/tcp_user_timeout, an unknown
+/// sslmode, gssencmode, channel_binding or target_session_attrs.
 connect_params build_params(const pool_config& cfg);
+
+/// libpq's connect_timeout if cfg.conninfo or cfg.params sets it (nullopt if not, or if it is not
+/// an integer, which build_params reports), in libpq's reading: whole seconds, 1 counts as 2, 0 or
+/// less means no limit (milliseconds::max()). The pool then uses it instead of cfg.connect_timeout.
+/// Throws config_error like build_params for a conninfo that cannot be parsed.
+std::optional<std::chrono::milliseconds> user_connect_timeout(const pool_config& cfg);
 
 /// A core::connector that, per connect: copies `base`, runs cfg.before_connect on the copy,
 /// connects with PQconnectStartParams + PQconnectPoll against the deadline (verbose errors, so the

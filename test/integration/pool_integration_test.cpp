@@ -269,6 +269,30 @@ TEST(pool_integration, a_host_that_never_answers_is_skipped_after_connect_timeou
   EXPECT_EQ(p.stats().connect_errors, 0u);
 }
 
+// libpq's connect_timeout in the conninfo is honoured as psql honours it (it used to be
+// overwritten by pool_config::connect_timeout, 90 s here: wait_ready would then have timed out
+// with no connect failed yet: an acquire_timeout_error, not a connect_error).
+TEST(pool_integration, a_connect_timeout_in_the_conninfo_applies) {
+  silent_listener silent;
+  pool_config cfg = app_config("itest_conninfo_timeout");
+  cfg.params["host"] = "localhost";
+  cfg.params["hostaddr"] = "127.0.0.1";
+  cfg.params["port"] = std::to_string(silent.port);
+  cfg.params["connect_timeout"] = "2";
+  cfg.connect_timeout = 90s;
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  pool p{cfg};
+  EXPECT_EQ(p.config().connect_timeout, 2s);
+  try {
+    p.wait_ready(8s);  // throws the last connect error then; none with a 90 s connect timeout
+    FAIL() << "connected to a host that never answers";
+  } catch (const connect_error& e) {
+    log_caught(e);
+    EXPECT_NE(std::string(e.what()).find("timed out"), std::string::npos) << e.what();
+  }
+}
+
 TEST(pool_integration, when_no_host_answers_the_error_names_each_one) {
   silent_listener first;
   silent_listener second;

@@ -3,7 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <optional>
+#include <vector>
+
 #include "pqxx/adapter.hpp"
+#include "scoped_env.hpp"
 #include "pqxxpool/errors.hpp"
 
 namespace pqxxpool::test {
@@ -98,6 +103,106 @@ TEST(build_params, parse_errors_never_echo_the_password) {
       EXPECT_EQ(std::string(e.what()).find("hunter2"), std::string::npos) << e.what();
     }
   }
+}
+
+// Without these checks each value below made every connect fail, retried for ever.
+TEST(build_params, values_libpq_would_refuse_name_their_field) {
+  struct bad_case {
+    const char* conninfo;
+    std::map<std::string, std::string> params;
+    const char* field;
+    const char* says;
+  };
+  const std::vector<bad_case> cases = {
+      {"postgresql://app:pw@localhost:abc/app", {}, "conninfo", "port \"abc\" is not a port number"},
+      {"host=a,b port=5432,0", {}, "conninfo", "port \"0\""},
+      {"host=a", {{"port", "70000"}}, "params[\"port\"]", "allowed: 1-65535"},
+      {"host=a sslmode=verify-fool", {}, "conninfo", "sslmode \"verify-fool\" is not valid; allowed: disable, allow"},
+      {"host=a connect_timeout=abc", {}, "conninfo", "connect_timeout \"abc\" is not an integer"},
+      {"host=a", {{"keepalives_idle", "30s"}}, "params[\"keepalives_idle\"]", "is not an integer"},
+      {"host=a target_session_attrs=readwrite", {}, "conninfo", "allowed: any, read-write"},
+      {"host=a channel_binding=yes", {}, "conninfo", "channel_binding"},
+  };
+  for (const bad_case& c : cases) {
+    pool_config cfg;
+    cfg.conninfo = c.conninfo;
+    cfg.params = c.params;
+    try {
+      (void)pqxx_adapter::build_params(cfg);
+      ADD_FAILURE() << "accepted: " << c.conninfo;
+    } catch (const config_error& e) {
+      EXPECT_EQ(e.field(), c.field) << c.conninfo;
+      EXPECT_NE(std::string(e.what()).find(c.says), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find("pw"), std::string::npos) << e.what();
+    }
+  }
+  {
+    const scoped_env bad_mode("PGSSLMODE", "verify-fool");
+    pool_config cfg;
+    cfg.conninfo = "host=a";
+    try {
+      (void)pqxx_adapter::build_params(cfg);
+      ADD_FAILURE() << "PGSSLMODE=verify-fool accepted";
+    } catch (const config_error& e) {
+      EXPECT_EQ(e.field(), "PGSSLMODE");
+    }
+    cfg.conninfo = "host=a sslmode=require";  // the conninfo's value wins, as in libpq
+    EXPECT_NO_THROW((void)pqxx_adapter::build_params(cfg));
+  }
+  for (const char* fine : {"host=a port=5432 sslmode=verify-full connect_timeout=' 7 ' keepalives=0",
+                           "host=a,b port=,6543 target_session_attrs=read-write gssencmode=disable",
+                           "host=a channel_binding=require tcp_user_timeout=0"}) {
+    pool_config ok;
+    ok.conninfo = fine;
+    EXPECT_NO_THROW((void)pqxx_adapter::build_params(ok)) << fine;
+  }
+}
+
+// libpq's connect_timeout in conninfo or params replaces pool_config::connect_timeout, read as
+// libpq reads it.
+TEST(build_params, a_connect_timeout_in_the_conninfo_is_the_pools) {
+  pool_config cfg;
+  cfg.conninfo = "host=a";
+  EXPECT_EQ(pqxx_adapter::user_connect_timeout(cfg), std::nullopt);
+  cfg.conninfo = "host=a connect_timeout=7";
+  EXPECT_EQ(pqxx_adapter::user_connect_timeout(cfg), std::chrono::milliseconds{7000});
+  cfg.conninfo = "postgresql://h/d?connect_timeout=1";
+  EXPECT_EQ(pqxx_adapter::user_connect_timeout(cfg), std::chrono::milliseconds{2000});  // libpq's minimum
+  cfg.params["connect_timeout"] = "0";
+  EXPECT_EQ(pqxx_adapter::user_connect_timeout(cfg), std::chrono::milliseconds::max());  // no limit
+  const connect_params p = pqxx_adapter::build_params(cfg);
+  EXPECT_EQ(value(p, "connect_timeout"), "0");  // left as the user gave it
+}
+
+// libpq's messages quote the words they could not place; those may be pieces of a password, so
+// only a keyword or a near miss of one is repeated.
+TEST(build_params, parse_errors_name_a_mistyped_keyword) {
+  const auto message_for = [](const char* conninfo) {
+    pool_config cfg;
+    cfg.conninfo = conninfo;
+    try {
+      (void)pqxx_adapter::build_params(cfg);
+    } catch (const config_error& e) {
+      EXPECT_EQ(e.field(), "conninfo");
+      return std::string{e.what()};
+    }
+    ADD_FAILURE() << "parsed: " << conninfo;
+    return std::string{};
+  };
+  std::string m = message_for("hots=localhost");
+  EXPECT_NE(m.find("invalid connection option \"hots\" (did you mean \"host\"?)"), std::string::npos) << m;
+  m = message_for("host=localhost sslmod=require");
+  EXPECT_NE(m.find("did you mean \"sslmode\""), std::string::npos) << m;
+  m = message_for("host=localhost port");
+  EXPECT_NE(m.find("missing \"=\" after \"port\""), std::string::npos) << m;
+  // A password with an unquoted space: its pieces are not repeated.
+  m = message_for("host=localhost password=my secret");
+  EXPECT_EQ(m.find("secret"), std::string::npos) << m;
+  EXPECT_NE(m.find("single quotes"), std::string::npos) << m;
+  m = message_for("host=localhost password=my zecretword=x");
+  EXPECT_EQ(m.find("zecretword"), std::string::npos) << m;
+  m = message_for("host=localhost password=my se=x");
+  EXPECT_EQ(m.find("\"se\""), std::string::npos) << m;
 }
 
 TEST(sqlstate_from_message, reads_verbose_libpq_text) {
