@@ -15,7 +15,8 @@
 /// pqxxpool_waited_acquires_total, pqxxpool_waited_for_connect_total,
 /// pqxxpool_rejected_waiters_total, pqxxpool_connections_created_total,
 /// pqxxpool_connect_errors_total, pqxxpool_connections_closed_total{reason=…},
-/// pqxxpool_rollbacks_total (counters); pqxxpool_acquire_seconds (histogram, le in seconds).
+/// pqxxpool_rollbacks_total, pqxxpool_leaks_suspected_total (counters); pqxxpool_acquire_seconds, pqxxpool_usage_seconds,
+/// pqxxpool_connect_seconds (histograms, le in seconds).
 /// docs/metrics.md describes each.
 
 #include <string>

@@ -92,7 +92,7 @@ class pool {
   /// `where` (the caller's file:line by default) is kept only when leak detection is on.
   /// Thread-safe.
   [[nodiscard]] lease acquire(source_location where = source_location::current());
-  /// As acquire(), waiting at most timeout (0 = do not wait).
+  /// As acquire(), waiting at most timeout (0 = do not wait; a negative timeout counts as 0).
   [[nodiscard]] lease acquire(std::chrono::milliseconds timeout, source_location where = source_location::current());
   /// Borrows an idle connection if one can be had at once, else returns an empty lease.
   /// Never waits for a connect (a stale idle connection may still get its validation round trip).
