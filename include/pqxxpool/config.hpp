@@ -114,6 +114,8 @@ struct pool_config {
   /// does not answer within it is skipped for the next one, so a connect may take up to this
   /// times the number of hosts (close() abandons a connect in flight at once). Default 10 s;
   /// must be > 0.
+  /// A libpq connect_timeout in conninfo or params takes this one's place (libpq's reading:
+  /// whole seconds, 1 counts as 2, 0 or less = no limit), as psql would apply it.
   milliseconds connect_timeout{10'000};
 
   /// A connection is retired at created + max_lifetime × (1 − jitter), and never later than

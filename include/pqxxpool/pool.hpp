@@ -122,7 +122,8 @@ class pool {
   /// resolution of a host name (hostaddr avoids it).
   void close();
 
-  /// The configuration the pool was built with. Never throws.
+  /// The configuration the pool was built with (connect_timeout as in force: replaced by a
+  /// connect_timeout given in conninfo/params). Never throws.
   [[nodiscard]] const pool_config& config() const noexcept;
 
  private:

@@ -402,6 +402,27 @@ TEST(pool_integration, closing_the_pool_ends_a_validation_in_flight) {
   EXPECT_EQ(s.total, 0u);
 }
 
+/// A hook body that runs an hour-long query and records that it failed (as it must when close()
+/// interrupts it), then rethrows.
+void sleep_an_hour(connection& c, std::atomic<bool>& failed) {
+  try {
+    pqxx::nontransaction tx{c};
+    tx.exec("SELECT pg_sleep(3600)");
+  } catch (const std::exception&) {
+    failed = true;
+    throw;
+  }
+}
+
+/// Runs p.close() and says whether it returned within a generous bound (a hang check, not a
+/// speed); if not, ends the stuck hook's query so that the test can finish.
+bool close_returns(pool& p, const std::string& application_name) {
+  auto closing = std::async(std::launch::async, [&p] { p.close(); });
+  const bool closed = closing.wait_for(60s) == std::future_status::ready;
+  if (!closed) terminate_backends(application_name);
+  return closed;
+}
+
 // A hook's queries are blocking libpq calls, out of reach of the stop signal: close() shuts the
 // socket down under them. Without that, close() would wait for the hour-long query below.
 TEST(pool_integration, closing_the_pool_interrupts_an_after_connect_hook) {
@@ -413,23 +434,14 @@ TEST(pool_integration, closing_the_pool_interrupts_an_after_connect_hook) {
   std::atomic<bool> hook_query_failed{false};
   cfg.after_connect = [&](connection& c) {
     if (calls++ == 0) entered.set_value();
-    try {
-      pqxx::nontransaction tx{c};
-      tx.exec("SELECT pg_sleep(3600)");
-    } catch (const std::exception&) {
-      hook_query_failed = true;
-      throw;
-    }
+    sleep_an_hour(c, hook_query_failed);
   };
   auto ring = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
   cfg.logger = std::make_shared<spdlog::logger>("itest_close_hook", ring);
   cfg.logger->set_level(spdlog::level::debug);
   pool p{cfg};  // min_idle 1: a worker connects and runs the hook at once
   ASSERT_EQ(entered.get_future().wait_for(20s), std::future_status::ready) << "the hook never ran";
-  auto closing = std::async(std::launch::async, [&p] { p.close(); });
-  const bool closed = closing.wait_for(60s) == std::future_status::ready;  // a bound, not a speed
-  if (!closed) terminate_backends("itest_close_after_connect");  // let the test end
-  ASSERT_TRUE(closed) << "close() waits for the after_connect hook";
+  ASSERT_TRUE(close_returns(p, "itest_close_after_connect")) << "close() waits for the after_connect hook";
   EXPECT_TRUE(hook_query_failed);
   EXPECT_EQ(calls, 1);
   std::string log;
@@ -449,22 +461,13 @@ TEST(pool_integration, closing_the_pool_interrupts_a_reset_hook) {
   std::atomic<bool> hook_query_failed{false};
   cfg.reset = [&](connection& c) {
     entered.set_value();  // one return only, so one reset
-    try {
-      pqxx::nontransaction tx{c};
-      tx.exec("SELECT pg_sleep(3600)");
-    } catch (const std::exception&) {
-      hook_query_failed = true;
-      throw;
-    }
+    sleep_an_hour(c, hook_query_failed);
   };
   pool p{cfg};
   p.wait_ready(20s);
   p.acquire().release();
   ASSERT_EQ(entered.get_future().wait_for(20s), std::future_status::ready) << "the reset hook never ran";
-  auto closing = std::async(std::launch::async, [&p] { p.close(); });
-  const bool closed = closing.wait_for(60s) == std::future_status::ready;  // a bound, not a speed
-  if (!closed) terminate_backends("itest_close_reset");  // let the test end
-  ASSERT_TRUE(closed) << "close() waits for the reset hook";
+  ASSERT_TRUE(close_returns(p, "itest_close_reset")) << "close() waits for the reset hook";
   EXPECT_TRUE(hook_query_failed);
   const pool_stats s = p.stats();
   EXPECT_EQ(s.total, 0u);
