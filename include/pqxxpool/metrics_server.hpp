@@ -36,6 +36,10 @@ class pool;
 /// Anything else is 404. The server binds to loopback by default; exposing pool statistics on
 /// other interfaces is the caller's decision. There is no TLS and no authentication.
 ///
+/// Eight worker threads answer; each open connection holds one while its request is read, and a
+/// client that sends nothing for 2 s (or stays idle 1 s between keep-alive requests) is dropped.
+/// So a few stalled clients do not hold up a scrape; nine clients that keep trickling bytes would.
+///
 /// Thread-safety: port() and stop() may be called from any thread, concurrently with requests.
 class metrics_server {
  public:
@@ -58,8 +62,10 @@ class metrics_server {
   /// The host the server was bound to, as given to the constructor. Never throws.
   [[nodiscard]] const std::string& host() const noexcept;
 
-  /// Closes the listening socket and joins the server thread (an in-flight request finishes
-  /// first). Idempotent and thread-safe; must not be called from a request handler. Never throws.
+  /// Closes the listening socket and joins the server thread. A request being answered finishes
+  /// first; connections still sending a request (or idle between keep-alive requests) are cut, so
+  /// a slow client cannot hold stop() up. Idempotent and thread-safe; must not be called from a
+  /// request handler. Never throws.
   void stop() noexcept;
 
  private:

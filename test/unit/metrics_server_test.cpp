@@ -3,11 +3,20 @@
 
 #include "pqxxpool/metrics_server.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <future>
+#include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,6 +57,43 @@ std::pair<int, std::string> promtool_check(const std::string& body) {
   std::remove(out_path.c_str());
   return {rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, output};
 }
+
+/// A client that opens a connection to 127.0.0.1:port, starts a request and then sends one more
+/// byte of a header every 100 ms, never finishing it — as a stalled or hostile client would, and
+/// never idle long enough for the server's read timeout. Stops and closes when destroyed.
+class trickling_client {
+ public:
+  explicit trickling_client(std::uint16_t port) : m_fd(::socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (m_fd < 0 || ::connect(m_fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
+      throw std::runtime_error("trickling_client: cannot connect");
+    const std::string start = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+    if (::send(m_fd, start.data(), start.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(start.size()))
+      throw std::runtime_error("trickling_client: cannot send");
+    m_thread = std::thread([this] {
+      // The slow client's pace, not a synchronisation: the server is never told when it ends.
+      while (!m_stop.load()) {
+        if (::send(m_fd, "a", 1, MSG_NOSIGNAL) != 1) return;  // the server hung up
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
+  ~trickling_client() {
+    m_stop.store(true);
+    m_thread.join();
+    ::close(m_fd);
+  }
+  trickling_client(const trickling_client&) = delete;
+  trickling_client& operator=(const trickling_client&) = delete;
+
+ private:
+  int m_fd;
+  std::atomic<bool> m_stop{false};
+  std::thread m_thread;
+};
 
 TEST(metrics_server, serves_metrics_stats_and_health) {
   if (std::system("command -v promtool >/dev/null 2>&1") != 0)
@@ -105,6 +151,35 @@ TEST(metrics_server, stop_right_after_start_returns) {
   pqxxpool::pool pool{idle_pool_config("quick")};
   pqxxpool::metrics_server server{{&pool}};
   server.stop();
+}
+
+TEST(metrics_server, clients_that_never_finish_a_request_do_not_hold_up_a_scrape) {
+  pqxxpool::pool pool{idle_pool_config("slow")};
+  pqxxpool::metrics_server server{{&pool}};
+  std::vector<std::unique_ptr<trickling_client>> slow;
+  for (int i = 0; i < 4; ++i) slow.push_back(std::make_unique<trickling_client>(server.port()));
+
+  httplib::Client client{"127.0.0.1", server.port()};
+  client.set_read_timeout(std::chrono::seconds(60));  // a hang bound; the answer comes at once
+  const auto res = client.Get("/metrics");
+  ASSERT_TRUE(res) << "no answer while 4 clients trickle requests: " << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  EXPECT_NE(res->body.find("pqxxpool_pool_exhausted_total{pool=\"slow\"}"), std::string::npos);
+}
+
+TEST(metrics_server, stop_returns_while_a_client_trickles_a_request) {
+  pqxxpool::pool pool{idle_pool_config("trickle")};
+  auto server = std::make_unique<pqxxpool::metrics_server>(std::vector<const pqxxpool::pool*>{&pool});
+  auto slow = std::make_unique<trickling_client>(server->port());
+  // A request answered afterwards on another connection: the server is serving (and has taken
+  // the trickling connection, accepted first, into a worker or its queue).
+  httplib::Client client{"127.0.0.1", server->port()};
+  ASSERT_TRUE(client.Get("/healthz"));
+
+  auto stopped = std::async(std::launch::async, [&server] { server->stop(); });
+  const bool returned = stopped.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+  EXPECT_TRUE(returned) << "stop() still waits on a client that never finishes its request";
+  slow.reset();  // if stop() did not return, closing the connection lets it: the test ends either way
 }
 
 TEST(metrics_server, port_in_use_is_a_config_error_naming_listen) {
