@@ -376,10 +376,12 @@ int run_demo(const demo_options& opt) {
     throw;
   }
   stop_workers();
+  // Up to the last worker's end: the queries counted include those it finished after the stop,
+  // and nothing after it (such as the metrics server's shutdown) dilutes the per-second figure.
+  const double elapsed_s = seconds_between(start, clock_type::now());
 #ifdef PQXXPOOL_WITH_HTTP
   if (metrics) metrics->stop();
 #endif
-  const double elapsed_s = seconds_between(start, clock_type::now());
   if (tty) std::printf("\n");
 
   if (const int sig = g_signal.load(); sig != 0)
