@@ -1,20 +1,23 @@
 #include "pqxxpool/metrics_server.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
-#include <cstdlib>
-#include <cstring>
+#include <cstdint>
 #include <exception>
 #include <mutex>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <utility>
 
-#include <dirent.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 #include <httplib.h>
 
@@ -29,14 +32,15 @@ namespace {
 constexpr const char* prometheus_content_type = "text/plain; version=0.0.4; charset=utf-8";
 constexpr const char* text_content_type = "text/plain; charset=utf-8";
 
-/// Each open client connection holds one worker while httplib reads its request, so a few slow or
-/// stalled clients (a load balancer's half-open probe, a POST that never sends its body) would
-/// hold up the scrapes behind them. Eight leave room for several such clients at once.
+/// Each open client connection holds one worker until its exchange ends, so a few slow or
+/// stalled clients (a probe that connects and waits, a POST that never sends its body) would hold
+/// up the scrapes queued behind them. Eight leave room for several such clients at once.
 constexpr std::size_t worker_threads = 8;
 
-/// How long one read of a request may wait for bytes (httplib's default is 5 s). A client that
-/// sends nothing for this long is dropped and its worker freed.
-constexpr std::chrono::seconds read_timeout{2};
+/// How long one connection may take, from the worker picking it up to the answer written: the
+/// request is a few hundred bytes and the answer is computed from memory, so this bounds only
+/// clients that stall or trickle.
+constexpr std::chrono::seconds exchange_deadline{5};
 
 std::string address(const std::string& host, std::uint16_t port) {
   const bool v6 = host.find(':') != std::string::npos;
@@ -58,66 +62,127 @@ std::string unhealthy_reason(const std::vector<pool_stats>& all) {
   return {};
 }
 
-/// Ends the reading side of every connection this server accepted on port, found among the process's
-/// open sockets (Linux /proc/self/fd): a socket of ours is a connected stream socket whose local
-/// port is port and, unless host is a wildcard, whose local address is host's. Why: httplib's stop()
-/// closes only the listening socket and then joins its workers, and a worker reads a request until
-/// it is complete or one read waits read_timeout, so a client sending a byte now and then would hold
-/// stop() (and the destructor) for as long as it likes. After shutdown(SHUT_RD) that read sees end
-/// of file at once; a response being written is not cut. Another socket of the process would match
-/// only if something bound this address and port in the moments after the listening socket closed.
-void end_reads(const std::string& host, std::uint16_t port) {
-  in_addr want4{};
-  in6_addr want6{};
-  const bool any = host.empty() || host == "0.0.0.0" || host == "::";
-  const bool is4 = !any && ::inet_pton(AF_INET, host.c_str(), &want4) == 1;
-  const bool is6 = !any && !is4 && ::inet_pton(AF_INET6, host.c_str(), &want6) == 1;
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) return;
-  const int dir_fd = ::dirfd(dir);
-  while (const dirent* e = ::readdir(dir)) {
-    char* end = nullptr;
-    const long fd = std::strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0' || fd == dir_fd) continue;
-    const int s = static_cast<int>(fd);
-    struct stat st{};
-    if (::fstat(s, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
-    int type = 0;
-    int listening = 0;
-    socklen_t len = sizeof type;
-    if (::getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) continue;
-    len = sizeof listening;
-    if (::getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening != 0) continue;
-    sockaddr_storage local{};
-    len = sizeof local;
-    if (::getsockname(s, reinterpret_cast<sockaddr*>(&local), &len) != 0) continue;
-    bool ours = false;
-    if (local.ss_family == AF_INET) {
-      const auto& a = reinterpret_cast<const sockaddr_in&>(local);
-      ours = ntohs(a.sin_port) == port && (any || (is4 && a.sin_addr.s_addr == want4.s_addr));
-    } else if (local.ss_family == AF_INET6) {
-      const auto& a = reinterpret_cast<const sockaddr_in6&>(local);
-      ours = ntohs(a.sin6_port) == port &&
-             (any || (is6 && std::memcmp(&a.sin6_addr, &want6, sizeof want6) == 0) ||
-              (is4 && IN6_IS_ADDR_V4MAPPED(&a.sin6_addr) &&
-               std::memcmp(&a.sin6_addr.s6_addr[12], &want4, 4) == 0));
-    }
-    if (!ours) continue;
-    sockaddr_storage peer{};
-    len = sizeof peer;
-    if (::getpeername(s, reinterpret_cast<sockaddr*>(&peer), &len) != 0) continue;  // not connected
-    ::shutdown(s, SHUT_RD);
+/// One client connection as httplib reads and writes it, with two bounds httplib's own socket
+/// stream lacks: the whole exchange (request read, answer written) must end by a deadline, and a
+/// read ends at once when stop_fd (an eventfd) is signalled. httplib bounds each read only by its
+/// read timeout, so a client sending a byte now and then would hold a worker — and stop(), which
+/// joins the workers — for as long as it liked. Used by one worker thread only, like its socket.
+class bounded_stream final : public httplib::Stream {
+ public:
+  bounded_stream(int sock, int stop_fd, std::chrono::steady_clock::time_point deadline) noexcept
+      : m_sock{sock}, m_stop_fd{stop_fd}, m_deadline{deadline} {}
+
+  bool is_readable() const override { return wait(POLLIN); }
+  bool is_writable() const override { return wait(POLLOUT); }
+
+  ssize_t read(char* ptr, std::size_t size) override {
+    if (!wait(POLLIN)) return -1;
+    ssize_t n;
+    do n = ::recv(m_sock, ptr, size, 0);
+    while (n < 0 && errno == EINTR);
+    return n;
   }
-  ::closedir(dir);
+
+  ssize_t write(const char* ptr, std::size_t size) override {
+    if (!wait(POLLOUT)) return -1;
+    ssize_t n;
+    do n = ::send(m_sock, ptr, size, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n;
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { describe(false, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { describe(true, ip, port); }
+  socket_t socket() const override { return m_sock; }
+
+ private:
+  /// Waits until the socket is ready for events, the deadline passes (false), or — when reading —
+  /// the server is stopping (false). A response being written is not cut by stop().
+  bool wait(short events) const {
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          m_deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd fds[2] = {{m_sock, events, 0}, {m_stop_fd, POLLIN, 0}};
+      const nfds_t n = (events & POLLIN) != 0 ? 2 : 1;
+      const int r = ::poll(fds, n, static_cast<int>(std::min<std::int64_t>(left.count() + 1, 60000)));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return false;
+      if (r == 0) continue;  // re-checks the deadline
+      if (n == 2 && fds[1].revents != 0) return false;
+      return fds[0].revents != 0;  // readable/writable, or an error or hang-up the next call reports
+    }
+  }
+
+  void describe(bool local, std::string& ip, int& port) const {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    ip.clear();
+    port = 0;
+    const int rc = local ? ::getsockname(m_sock, reinterpret_cast<sockaddr*>(&addr), &len)
+                         : ::getpeername(m_sock, reinterpret_cast<sockaddr*>(&addr), &len);
+    if (rc != 0) return;
+    char host[INET6_ADDRSTRLEN] = {};
+    if (addr.ss_family == AF_INET) {
+      const auto& a = reinterpret_cast<const sockaddr_in&>(addr);
+      if (::inet_ntop(AF_INET, &a.sin_addr, host, sizeof host) != nullptr) ip = host;
+      port = ntohs(a.sin_port);
+    } else if (addr.ss_family == AF_INET6) {
+      const auto& a = reinterpret_cast<const sockaddr_in6&>(addr);
+      if (::inet_ntop(AF_INET6, &a.sin6_addr, host, sizeof host) != nullptr) ip = host;
+      port = ntohs(a.sin6_port);
+    }
+  }
+
+  const int m_sock;
+  const int m_stop_fd;
+  const std::chrono::steady_clock::time_point m_deadline;
+};
+
+/// httplib's server with its per-connection step replaced (httplib calls the private virtual
+/// process_and_close_socket on a worker for every accepted socket): one request per connection,
+/// read and answered through a bounded_stream, then the socket closed.
+class bounded_server final : public httplib::Server {
+ public:
+  explicit bounded_server(int stop_fd) noexcept : m_stop_fd{stop_fd} {}
+
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    bool ok = false;
+    try {
+      bounded_stream stream{sock, m_stop_fd, std::chrono::steady_clock::now() + exchange_deadline};
+      bool connection_closed = false;
+      ok = process_request(stream, /*close_connection=*/true, connection_closed, nullptr);
+    } catch (...) {
+      // A worker must not die with an exception: the connection is dropped instead.
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return ok;
+  }
+
+  const int m_stop_fd;
+};
+
+int make_eventfd() {
+  const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "metrics_server: eventfd");
+  return fd;
 }
 
 }  // namespace
 
 struct metrics_server::impl {
+  impl() : stop_fd{make_eventfd()}, server{stop_fd} {}
+  ~impl() { ::close(stop_fd); }  // the server thread has been joined (stop()) or never started
+  impl(const impl&) = delete;
+  impl& operator=(const impl&) = delete;
+
   std::vector<const pool*> pools;
   std::string host;
   std::uint16_t port = 0;
-  httplib::Server server;
+  const int stop_fd;  // eventfd, signalled by stop(): ends every worker's pending read at once
+  bounded_server server;
   std::thread thread;
   std::atomic<bool> thread_done{false};
   std::mutex stop_mu;  // serializes stop()
@@ -174,8 +239,6 @@ metrics_server::metrics_server(std::vector<const pool*> pools, std::string host,
   d.pools = std::move(pools);
   d.host = std::move(host);
   d.server.new_task_queue = [] { return new httplib::ThreadPool(worker_threads); };
-  d.server.set_keep_alive_timeout(1);
-  d.server.set_read_timeout(read_timeout);
   // httplib's default also sets SO_REUSEPORT, which would let a second server (or another program
   // of the same user) share the port silently. Keep SO_REUSEADDR only (restart after TIME_WAIT).
   d.server.set_socket_options([](socket_t sock) {
@@ -216,18 +279,12 @@ void metrics_server::stop() noexcept {
   std::lock_guard<std::mutex> lk(d.stop_mu);
   if (d.stopped) return;
   d.stopped = true;
-  d.server.stop();  // closes the listening socket before it returns
-  // listen_after_bind() returns only after httplib's workers have finished their connections; cut
-  // the reads of those still open so that none can hold this join. Repeated until the thread ends,
-  // because a connection accepted just before the listening socket closed may reach a worker later.
-  if (d.thread.joinable()) {
-    for (;;) {
-      end_reads(d.host, d.port);
-      if (d.thread_done.load()) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    d.thread.join();
-  }
+  d.server.stop();  // closes the listening socket: no new connection
+  // Ends the reads of connections still sending a request (answers being written finish), so
+  // that httplib's workers, which listen_after_bind() joins before it returns, all end.
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const ssize_t n = ::write(d.stop_fd, &one, sizeof one);
+  if (d.thread.joinable()) d.thread.join();
 }
 
 }  // namespace pqxxpool

@@ -36,9 +36,10 @@ class pool;
 /// Anything else is 404. The server binds to loopback by default; exposing pool statistics on
 /// other interfaces is the caller's decision. There is no TLS and no authentication.
 ///
-/// Eight worker threads answer; each open connection holds one while its request is read, and a
-/// client that sends nothing for 2 s (or stays idle 1 s between keep-alive requests) is dropped.
-/// So a few stalled clients do not hold up a scrape; nine clients that keep trickling bytes would.
+/// Eight worker threads answer, one request per connection (`Connection: close`). A connection
+/// holds its worker until its answer is written, at most 5 s: a client that has not sent its
+/// request and taken the answer by then is dropped. So a few stalled clients do not hold up a
+/// scrape; eight that each stall for the full 5 s, again and again, would delay it.
 ///
 /// Thread-safety: port() and stop() may be called from any thread, concurrently with requests.
 class metrics_server {
@@ -46,7 +47,8 @@ class metrics_server {
   /// Binds host:port (port 0 = any free port; see port()) and starts serving at once.
   /// pools must be non-null, have distinct names, and outlive the server (or its stop()).
   /// Throws config_error naming "pools" for a null pool, "listen" when the address cannot be
-  /// bound (the message names host:port), std::system_error when the thread cannot start.
+  /// bound (the message names host:port), std::system_error when the thread or its stop eventfd
+  /// cannot be created.
   explicit metrics_server(std::vector<const pool*> pools, std::string host = "127.0.0.1",
                           std::uint16_t port = 0);
   /// Stops and joins (see stop()). Never throws.
@@ -62,10 +64,10 @@ class metrics_server {
   /// The host the server was bound to, as given to the constructor. Never throws.
   [[nodiscard]] const std::string& host() const noexcept;
 
-  /// Closes the listening socket and joins the server thread. A request being answered finishes
-  /// first; connections still sending a request (or idle between keep-alive requests) are cut, so
-  /// a slow client cannot hold stop() up. Idempotent and thread-safe; must not be called from a
-  /// request handler. Never throws.
+  /// Closes the listening socket and joins the server thread. An answer being written finishes
+  /// first (within the 5 s bound); connections still sending a request are cut at once, so a slow
+  /// client cannot hold stop() up. Idempotent and thread-safe; must not be called from a request
+  /// handler. Never throws.
   void stop() noexcept;
 
  private:
