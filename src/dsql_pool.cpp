@@ -36,6 +36,25 @@ bool contains_nocase(std::string_view text, std::string_view needle) {
   return it != text.end();
 }
 
+/// Whether needle occurs in text (ASCII case-insensitively) as a word of its own: not inside a
+/// longer word or a name, i.e. with no letter, digit, '_', '.' or '-' on either side. So DSQL's
+/// "sni was not received" and "invalid sni" match, and a database "snippets", a role "unisnic" or
+/// a host "sni.example.com" in an unrelated error do not.
+bool contains_word_nocase(std::string_view text, std::string_view needle) {
+  const auto part_of_name = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' || c == '-';
+  };
+  const auto same = [](char a, char b) {
+    return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+  };
+  for (auto it = text.begin();; ++it) {
+    it = std::search(it, text.end(), needle.begin(), needle.end(), same);
+    if (it == text.end()) return false;
+    const auto end = it + static_cast<std::ptrdiff_t>(needle.size());
+    if ((it == text.begin() || !part_of_name(*(it - 1))) && (end == text.end() || !part_of_name(*end))) return true;
+  }
+}
+
 std::string env_or_empty(const char* name) {
   const char* v = std::getenv(name);
   return v != nullptr ? v : "";
@@ -276,7 +295,7 @@ std::unique_ptr<pqxxpool::pool> make_pool(const config& cfg) {
 }
 
 std::string hint_for(std::string_view message) {
-  if (contains_nocase(message, "sni"))
+  if (contains_word_nocase(message, "sni"))
     return "DSQL needs TLS SNI naming the cluster: set host to the endpoint (<id>.dsql.<region>.on.aws) and, "
            "through a tunnel or VPC endpoint, hostaddr (dsql::config::tunnel_address) to the tunnel; an IP "
            "address as host sends no SNI";

@@ -51,6 +51,9 @@ std::string connect_hint(std::string_view message) {
     return "sslmode=verify-full checks the server's certificate against host: host must be a name on the "
            "certificate (the server's DNS name, not an IP address or a tunnel's name). Through a tunnel, set "
            "host to that name and hostaddr to the tunnel's address";
+  if (has("too many clients already") || has("remaining connection slots are reserved"))
+    return "the server's max_connections is reached: every pool and client on it counts, so lower max_size "
+           "(across all instances of the application) or raise max_connections on the server";
   return dsql::hint_for(message);  // SNI, access denied, DSQL's connection limits
 }
 

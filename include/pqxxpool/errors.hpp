@@ -91,9 +91,10 @@ class token_error : public error {
 ///   authenticates with a password;
 /// - "does not match host name": with sslmode=verify-full, host must be a name on the server's
 ///   certificate (connect through a tunnel with host = that name, hostaddr = the tunnel);
-/// - and, through dsql::hint_for, Aurora DSQL's "sni" (set host to the endpoint and hostaddr to
-///   the tunnel), "access denied" (token expired, wrong action for the user, region), 53300 and
-///   53400.
+/// - PostgreSQL's "too many clients already" / reserved slots: max_connections is reached;
+/// - and, through dsql::hint_for, Aurora DSQL's "sni" as a word of its own (set host to the
+///   endpoint and hostaddr to the tunnel; a name containing "sni" does not count), "access
+///   denied" (token expired, wrong action for the user, region), 53300 and 53400.
 /// `pqxxpool check` prints it under the error. Throws std::bad_alloc only.
 [[nodiscard]] std::string connect_hint(std::string_view message);
 

@@ -87,5 +87,34 @@ TEST(connect_hint, other_messages_get_none) {
   EXPECT_EQ(connect_hint(""), "");
 }
 
+TEST(connect_hint, sni_inside_a_name_is_not_the_dsql_hint) {
+  // Found by a new-user trial: "sni" anywhere in the text used to bring the DSQL SNI hint.
+  for (const char* message :
+       {"connection to server at \"127.0.0.1\", port 23121 failed: FATAL:  3D000: database \"snippets\" does not "
+        "exist",
+        "connection to server at \"127.0.0.1\", port 23121 failed: FATAL:  28000: role \"unisnic\" does not exist",
+        "could not translate host name \"sni.example.com\" to address: Name or service not known",
+        "could not translate host name \"my-sni-proxy\" to address: Name or service not known"}) {
+    EXPECT_EQ(connect_hint(message), "") << message;
+    EXPECT_EQ(dsql::hint_for(message), "") << message;
+  }
+  // DSQL's own texts still get it, in any case and at the end of the message.
+  for (const char* message : {"FATAL:  08006: unable to accept connection, invalid sni",
+                              "FATAL:  08006: Unable to accept connection, SNI was not received"})
+    EXPECT_TRUE(contains(connect_hint(message), "set host to the endpoint")) << message;
+}
+
+TEST(connect_hint, postgresql_max_connections_is_not_a_dsql_limit) {
+  // PostgreSQL 15's texts (53300); the DSQL hint about a 10,000-connection quota does not fit.
+  for (const char* message :
+       {"connection to server at \"127.0.0.1\", port 23121 failed: FATAL:  53300: sorry, too many clients already",
+        "connection to server at \"127.0.0.1\", port 23121 failed: FATAL:  53300: remaining connection slots are "
+        "reserved for non-replication superuser connections"}) {
+    const std::string hint = connect_hint(message);
+    EXPECT_TRUE(contains(hint, "max_connections")) << message << " -> " << hint;
+    EXPECT_FALSE(contains(hint, "10,000")) << hint;
+  }
+}
+
 }  // namespace
 }  // namespace pqxxpool::test
