@@ -4,6 +4,7 @@
 #include <string>
 
 #include "pqxxpool/errors.hpp"
+#include "utf8.hpp"
 
 namespace pqxxpool {
 
@@ -28,6 +29,14 @@ constexpr std::chrono::milliseconds shortest_lifetime{100};
 }  // namespace
 
 void pool_config::validate() const {
+  // The name goes into log lines, JSON and Prometheus labels: it must be text.
+  if (const std::size_t bad = detail::first_invalid_utf8(name); bad != std::string::npos)
+    throw config_error("name", "must be UTF-8 text; byte " + std::to_string(bad) + " of " +
+                                   std::to_string(name.size()) + " is not");
+  for (const char c : name) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == '\x7f')
+      throw config_error("name", "must not contain control characters (line feed, tab, ...)");
+  }
   if (max_size == 0) throw config_error("max_size", "must be >= 1, got 0");
   if (min_idle > max_size)
     throw config_error("min_idle", "must be <= max_size (" + std::to_string(max_size) + "), got " +

@@ -12,15 +12,17 @@
 #include <nlohmann/json.hpp>
 
 #include "pqxxpool/errors.hpp"
+#include "utf8.hpp"
 
 namespace pqxxpool {
 namespace {
 
-// Label values: backslash, double quote and line feed are escaped (exposition format 0.0.4).
+// Label values: backslash, double quote and line feed are escaped (exposition format 0.0.4),
+// and bytes that are not UTF-8 (which the format requires) become U+FFFD.
 std::string escape_label(const std::string& value) {
   std::string out;
   out.reserve(value.size());
-  for (char c : value) {
+  for (char c : detail::to_valid_utf8(value)) {
     if (c == '\\')
       out += "\\\\";
     else if (c == '"')
@@ -199,7 +201,9 @@ std::string to_json(const pool_stats& s) {
     j["last_error"] = {{"message", s.last_error.message}, {"sqlstate", s.last_error.sqlstate},
                        {"time_unix_ms", unix_ms.count()}};
   }
-  return j.dump();
+  // Text from a server or libpq may hold bytes of another encoding; JSON must be UTF-8, and
+  // nlohmann's default would throw on them: they become U+FFFD instead.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace pqxxpool

@@ -64,8 +64,8 @@ class connect_params {
 struct pool_config {
   using milliseconds = std::chrono::milliseconds;
 
-  /// Name of the pool, used to tell pools apart in statistics exports. Default "" (exported as
-  /// "default").
+  /// Name of the pool, used to tell pools apart in log lines and statistics exports. Default ""
+  /// (exported as "default"). Must be UTF-8 without control characters (config_error "name").
   std::string name;
 
   /// libpq connection string, key=value form or a postgresql:// URI. Parsed with PQconninfoParse

@@ -33,8 +33,11 @@ namespace pqxxpool {
 /// pool. Throws config_error naming "name" when two pools share a name.
 [[nodiscard]] std::string to_prometheus(const std::vector<pool_stats>& pools);
 
-/// One pool's statistics as a JSON object (gauges, counters, histogram with p50/p99/max and
-/// buckets, last error). Never throws except std::bad_alloc.
+/// One pool's statistics as a JSON object: "name", "gauges" and "counters" (members named as the
+/// pool_stats fields), "acquire_wait", "usage", "connect_time" (count, sum_seconds, p50_seconds,
+/// p99_seconds, max_seconds, and non-cumulative "buckets" of {"le", "count"}), "last_error"
+/// (null or {"message", "sqlstate", "time_unix_ms"}); docs/metrics.md shows one. Bytes that are not
+/// UTF-8 become U+FFFD. Never throws except std::bad_alloc.
 [[nodiscard]] std::string to_json(const pool_stats& stats);
 
 }  // namespace pqxxpool

@@ -72,6 +72,11 @@ TEST(pool_config, each_bad_field_is_named) {
   EXPECT_EQ(field_of([](pool_config& c) { c.connect_backoff_max = 1ms; }), "connect_backoff_max");
   EXPECT_EQ(field_of([](pool_config& c) { c.max_connect_rate = -1; }), "max_connect_rate");
   EXPECT_EQ(field_of([](pool_config& c) { c.fairness_window = std::chrono::microseconds(-1); }), "fairness_window");
+  // The name ends up in JSON and Prometheus labels, which must be UTF-8 (a new-user trial's find).
+  EXPECT_EQ(field_of([](pool_config& c) { c.name = "\xff\xfe"; }), "name");
+  EXPECT_EQ(field_of([](pool_config& c) { c.name = "caf\xe9"; }), "name");       // Latin-1
+  EXPECT_EQ(field_of([](pool_config& c) { c.name = "two\nlines"; }), "name");
+  EXPECT_EQ(field_of([](pool_config& c) { c.name = "caf\xc3\xa9 \"quoted\""; }), "");  // UTF-8 é, quotes
 }
 
 // Durations the pool adds to a time point are bounded, so that no sum overflows the clock.

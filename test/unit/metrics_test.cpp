@@ -117,5 +117,26 @@ TEST(json, carries_gauges_counters_histogram_and_last_error) {
   EXPECT_TRUE(nlohmann::json::parse(to_json(clean))["last_error"].is_null());
 }
 
+// A connect error naming a host in Latin-1 (or any server text in another encoding) must not
+// make the exports throw or break their format: such bytes become U+FFFD.
+TEST(exports, text_that_is_not_utf8_becomes_replacement_characters) {
+  pool_stats s = sample_stats("caf\xe9");  // a name the pool would refuse, given to the exporter anyway
+  s.last_error.message = "could not translate host name \"caf\xe9.invalid\" to address";
+  std::string json_text;
+  ASSERT_NO_THROW(json_text = to_json(s));
+  const nlohmann::json j = nlohmann::json::parse(json_text);
+  EXPECT_EQ(j["last_error"]["message"], "could not translate host name \"caf\xef\xbf\xbd.invalid\" to address");
+  EXPECT_EQ(j["name"], "caf\xef\xbf\xbd");
+
+  const std::string prom = to_prometheus(s);
+  EXPECT_NE(prom.find("pool=\"caf\xef\xbf\xbd\""), std::string::npos);
+  EXPECT_EQ(prom.find("\xe9\""), std::string::npos);
+  if (std::system("command -v promtool >/dev/null 2>&1") != 0)
+    GTEST_FAIL() << "promtool (Debian package prometheus) is required: scripts/deps.sh installs it";
+  const std::string path = ::testing::TempDir() + "pqxxpool_metrics_latin1.prom";
+  std::ofstream(path) << prom;
+  EXPECT_EQ(std::system(("promtool check metrics < '" + path + "'").c_str()), 0) << prom;
+}
+
 }  // namespace
 }  // namespace pqxxpool::test
