@@ -7,6 +7,9 @@
 #include <optional>
 #include <utility>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <openssl/x509.h>
 #include <spdlog/logger.h>
 #include <spdlog/spdlog.h>
@@ -234,12 +237,34 @@ pool_config make_pool_config(const config& cfg, int libpq_version) {
     throw config_error("pool.conninfo", "must be empty: dsql::config sets the connection parameters");
   if (cfg.token_duration < std::chrono::seconds(1) || cfg.token_duration > std::chrono::seconds(604800))
     throw config_error("token_duration", "must be 1 … 604800 s, got " + std::to_string(cfg.token_duration.count()));
+  if (cfg.server_max_age.count() <= 0)
+    throw config_error("server_max_age", "must be > 0 ms, got " + std::to_string(cfg.server_max_age.count()) + " ms");
+  if (cfg.handout_margin.count() < 0)
+    throw config_error("handout_margin", "must be >= 0 ms, got " + std::to_string(cfg.handout_margin.count()) +
+                                             " ms (a negative margin would let connections outlive server_max_age)");
   if (cfg.pool.max_lifetime.count() == 0 || cfg.pool.max_lifetime + cfg.handout_margin > cfg.server_max_age)
     throw config_error("pool.max_lifetime",
                        "must be > 0 and leave handout_margin (" + std::to_string(cfg.handout_margin.count()) +
                            " ms) before server_max_age (" + std::to_string(cfg.server_max_age.count()) +
                            " ms): DSQL closes every connection at that age");
   if (cfg.user.empty()) throw config_error("user", "must not be empty");
+  if (cfg.port == 0) throw config_error("port", "must be 1…65535, got 0");
+  {
+    static const char* const modes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"};
+    if (std::find_if(std::begin(modes), std::end(modes), [&](const char* m) { return cfg.sslmode == m; }) ==
+        std::end(modes))
+      throw config_error("sslmode", "must be one of disable, allow, prefer, require, verify-ca, verify-full "
+                                    "(DSQL needs TLS: require or stronger), got \"" + cfg.sslmode + "\"");
+  }
+  if (!cfg.tunnel_address.empty()) {
+    // libpq's hostaddr takes only a numeric address; a name passes here and fails every connect.
+    in6_addr ignored{};
+    if (::inet_pton(AF_INET, cfg.tunnel_address.c_str(), &ignored) != 1 &&
+        ::inet_pton(AF_INET6, cfg.tunnel_address.c_str(), &ignored) != 1)
+      throw config_error("tunnel_address", "must be a numeric IPv4 or IPv6 address (it becomes libpq's hostaddr, "
+                                           "which takes no names): for a tunnel on this machine use 127.0.0.1 or "
+                                           "::1, got \"" + cfg.tunnel_address + "\"");
+  }
 
   std::string host = cfg.host;
   std::transform(host.begin(), host.end(), host.begin(), [](unsigned char c) { return std::tolower(c); });

@@ -56,7 +56,8 @@ struct config {
   /// fresh token for every physical connection.
   bool token_cache = false;
   /// Where to connect instead of the endpoint (libpq hostaddr): an SSH/SSM tunnel's address or a
-  /// VPC endpoint's IP. Default "": connect to host. SNI, verification and the token still use host.
+  /// VPC endpoint's IP, numeric (IPv4 or IPv6: "127.0.0.1", not "localhost"; else config_error).
+  /// Default "": connect to host. SNI, verification and the token still use host.
   std::string tunnel_address;
   /// Port of the tunnel. Default 0 = port.
   std::uint16_t tunnel_port = 0;
@@ -68,7 +69,7 @@ struct config {
   /// DSQL's hard connection age limit. Default 60 min.
   std::chrono::milliseconds server_max_age{60 * 60 * 1000};
   /// A connection is never handed out within this margin of server_max_age:
-  /// pool.max_lifetime + handout_margin must not exceed server_max_age. Default 5 min.
+  /// pool.max_lifetime + handout_margin must not exceed server_max_age. Default 5 min; must be ≥ 0.
   std::chrono::milliseconds handout_margin{5 * 60 * 1000};
   /// The pool's settings. pool.max_connect_rate left at 0 becomes 100 (DSQL's limit of new
   /// connections per second). pool.conninfo and pool.params must be empty (they are set from the

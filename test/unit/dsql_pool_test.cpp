@@ -106,6 +106,31 @@ TEST(dsql_pool_config, bad_fields_are_named) {
   cfg = base_config();
   cfg.pool.params["password"] = "x";
   EXPECT_EQ(field_of(cfg), "pool.params[\"password\"]");
+  // From a new-user trial: each of these built a pool whose connects all failed, or one whose
+  // connections could outlive DSQL's limit; now the dsql::config field is named.
+  cfg = base_config();
+  cfg.handout_margin = -10min;
+  cfg.pool.max_lifetime = 65min;
+  EXPECT_EQ(field_of(cfg), "handout_margin");
+  cfg = base_config();
+  cfg.server_max_age = 0ms;
+  EXPECT_EQ(field_of(cfg), "server_max_age");
+  for (const char* name : {"localhost", "not an ip", "tunnel.example.com", "127.0.0.1:5432"}) {
+    cfg = base_config();
+    cfg.tunnel_address = name;
+    EXPECT_EQ(field_of(cfg), "tunnel_address") << name;
+  }
+  for (const char* address : {"127.0.0.1", "::1", "10.1.2.3"}) {
+    cfg = base_config();
+    cfg.tunnel_address = address;
+    EXPECT_EQ(field_of(cfg), "") << address;
+  }
+  cfg = base_config();
+  cfg.sslmode = "verify_full";
+  EXPECT_EQ(field_of(cfg), "sslmode");
+  cfg = base_config();
+  cfg.port = 0;
+  EXPECT_EQ(field_of(cfg), "port");
 }
 
 TEST(dsql_pool_config, before_connect_runs_the_user_hook_then_sets_a_token) {
