@@ -517,8 +517,9 @@ retired pool_core::remove_slot_locked(slot* s, close_reason why) noexcept {
   }
   s->fast_usage.add_to(m_stats.usage);
   if (s->replacement_requested && !s->replacement_made && m_replacements_wanted > 0) --m_replacements_wanted;
-  // The coarse clock is enough for a log line's "after 54 min".
-  retired conn(std::move(s->conn), why, s->id, m_clock->coarse_now() - s->created_at, m_log);
+  // The precise clock, as created_at was read with it: the coarse one lags by up to a tick and
+  // gave young connections a negative age ("age -5067 µs"). A removal is rare; 26 ns is nothing.
+  retired conn(std::move(s->conn), why, s->id, m_clock->now() - s->created_at, m_log);
   // Swap-remove from m_slots; the slot object dies here (its connection lives on in `conn`
   // until the caller drops it outside the lock).
   const std::size_t i = s->index;

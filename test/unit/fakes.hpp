@@ -33,8 +33,10 @@ using namespace std::chrono_literals;
 class fake_clock final : public core::clock {
  public:
   time_point now() noexcept override { return time_point(duration(m_now.load())); }
-  time_point coarse_now() noexcept override { return now(); }
-  duration coarse_lag() const noexcept override { return duration::zero(); }
+  time_point coarse_now() noexcept override { return now() - duration(m_coarse_lag.load()); }
+  duration coarse_lag() const noexcept override { return duration(m_coarse_lag.load()); }
+  /// Makes coarse_now() lag now() by d, as CLOCK_MONOTONIC_COARSE lags by up to a tick. Default 0.
+  void set_coarse_lag(duration d) noexcept { m_coarse_lag.store(d.count()); }
 
   void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lk, time_point deadline) override {
     {
@@ -101,6 +103,7 @@ class fake_clock final : public core::clock {
     time_point deadline;
   };
   static inline thread_local int t_cpu = 0;
+  std::atomic<duration::rep> m_coarse_lag{0};
   std::atomic<duration::rep> m_now{std::chrono::duration_cast<duration>(std::chrono::hours(1000)).count()};
   std::atomic<int> m_blocking_waits{0};
   std::mutex m_reg;
