@@ -14,6 +14,7 @@
 #include <spdlog/logger.h>
 #include <spdlog/spdlog.h>
 
+#include "aws/ascii.hpp"
 #include "dsql_token_reuse.hpp"
 
 #include "pqxx/adapter.hpp"
@@ -94,23 +95,26 @@ class token_source {
         std::lock_guard<std::mutex> lk(m_mu);
         m_last_sent_made_at = now;
       }
-      log_new_token();
+      log_new_token(lifetime_of(token));
       return token;
     }
     bool made = false;
     std::string token;
+    std::chrono::seconds lifetime{0};
     {
       std::lock_guard<std::mutex> lk(m_mu);  // guards the cached token; held across one signing
       if (m_token.empty() || now >= m_reuse_until) {
         m_token = generate_token(m_request, m_creds->get(), now);
         m_made_at = now;
-        m_reuse_until = token_reuse_until(now, m_request.expires);
+        // The token's own lifetime: shorter than requested when the credentials expire sooner.
+        lifetime = lifetime_of(m_token);
+        m_reuse_until = token_reuse_until(now, lifetime);
         made = true;
       }
       m_last_sent_made_at = m_made_at;
       token = m_token;
     }
-    if (made) log_new_token();
+    if (made) log_new_token(lifetime);
     return token;
   }
   /// Age of the token most recently handed to a connect, for error hints ("" if none yet).
@@ -122,10 +126,22 @@ class token_source {
   }
 
  private:
-  void log_new_token() {
+  /// The lifetime a token was signed with (its X-Amz-Expires): generate_token shortens the
+  /// requested one to what the credentials have left. The requested one if the field is missing.
+  std::chrono::seconds lifetime_of(const std::string& token) const {
+    constexpr std::string_view key = "X-Amz-Expires=";
+    const std::size_t at = token.find(key);
+    if (at == std::string::npos) return m_request.expires;
+    char* end = nullptr;
+    const long long secs = std::strtoll(token.c_str() + at + key.size(), &end, 10);
+    return secs > 0 ? std::chrono::seconds(secs) : m_request.expires;
+  }
+
+  void log_new_token(std::chrono::seconds lifetime) {
     if (m_logger)
-      m_logger->debug("pqxxpool[{}]: new IAM token for user {} at {} (region {}, valid {} s{})", m_pool,
-                      m_request.user, m_request.host, m_request.region, m_request.expires.count(),
+      m_logger->debug("pqxxpool[{}]: new IAM token for user {} at {} (region {}, valid {} s{}{})", m_pool,
+                      m_request.user, m_request.host, m_request.region, lifetime.count(),
+                      lifetime < m_request.expires ? " (shortened: the credentials expire sooner)" : "",
                       m_cache ? ", cached for 80% of that" : "");
   }
 
@@ -142,11 +158,16 @@ class token_source {
 };
 
 std::string resolve_region(const config& cfg, const std::string& host) {
-  if (!cfg.region.empty()) return cfg.region;
-  if (std::optional<std::string> r = region_from_host(host)) return *r;
+  // Checked here, at construction, rather than by the signer at every connect.
+  const auto checked = [](std::string region, const char* field) {
+    if (!aws::detail::is_region_name(region)) throw config_error(field, aws::detail::bad_region_message);
+    return region;
+  };
+  if (!cfg.region.empty()) return checked(cfg.region, "region");
+  if (std::optional<std::string> r = region_from_host(host)) return checked(*r, "host");
   for (const char* name : {"AWS_REGION", "AWS_DEFAULT_REGION"}) {
     std::string v = env_or_empty(name);
-    if (!v.empty()) return v;
+    if (!v.empty()) return checked(std::move(v), name);
   }
   throw config_error("region", "not given, not in the endpoint name (<id>.dsql.<region>.on.aws), and neither "
                                "AWS_REGION nor AWS_DEFAULT_REGION is set");

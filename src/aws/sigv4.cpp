@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "ascii.hpp"
 #include "pqxxpool/errors.hpp"
 
 namespace pqxxpool::aws {
@@ -93,6 +94,7 @@ void check_request(const presign_request& r) {
   if (!std::all_of(r.host.begin(), r.host.end(), is_host_char))
     throw config_error("host", "must be a lowercase host name (letters, digits, '.', '-', optionally ':port')");
   if (r.region.empty()) throw config_error("region", "must not be empty");
+  if (!detail::is_region_name(r.region)) throw config_error("region", detail::bad_region_message);
   if (r.service.empty()) throw config_error("service", "must not be empty");
   check_presign_expires(r.expires);
 }

@@ -2,9 +2,13 @@
 // tunnels, lifetime limits, the token hook, URL form and error hints. No server needed.
 
 #include <cstdlib>
+#include <memory>
+#include <sstream>
 #include <string>
 
 #include <gtest/gtest.h>
+#include <spdlog/logger.h>
+#include <spdlog/sinks/ostream_sink.h>
 
 #include "dsql_token_reuse.hpp"
 #include "pqxxpool/dsql_pool.hpp"
@@ -131,6 +135,12 @@ TEST(dsql_pool_config, bad_fields_are_named) {
   cfg = base_config();
   cfg.port = 0;
   EXPECT_EQ(field_of(cfg), "port");
+  // A region is signed into every token: one that is not a region name fails every connect.
+  for (const char* region : {"us east/1", "US-EAST-1", "us-east-1\n"}) {
+    cfg = base_config();
+    cfg.region = region;
+    EXPECT_EQ(field_of(cfg), "region") << region;
+  }
 }
 
 TEST(dsql_pool_config, before_connect_runs_the_user_hook_then_sets_a_token) {
@@ -153,6 +163,33 @@ TEST(dsql_pool_config, before_connect_runs_the_user_hook_then_sets_a_token) {
   EXPECT_NE(token.find("%2Fus-east-1%2Fdsql%2Faws4_request"), std::string::npos);
   EXPECT_NE(token.find("X-Amz-Expires=900&"), std::string::npos);
   EXPECT_EQ(*params.get("options"), "-c statement_timeout=5000");
+}
+
+TEST(dsql_pool_config, a_token_shortened_to_the_credentials_expiry_is_logged_and_cached_as_such) {
+  // Credentials with 100 s left: the token is signed for at most that (not 900 s), and the log
+  // line and the cache's reuse period follow the token's own lifetime.
+  std::ostringstream log;
+  auto logger = std::make_shared<spdlog::logger>("t", std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
+  logger->set_level(spdlog::level::debug);
+  dsql::config cfg = base_config();
+  cfg.credentials = std::make_shared<aws::static_credentials>(
+      aws::credentials{"AKIDTEST", "secret-test", "", std::chrono::system_clock::now() + 100s});
+  cfg.token_cache = true;
+  cfg.pool.logger = logger;
+  const pool_config p = dsql::make_pool_config(cfg, 150000);
+  connect_params params;
+  p.before_connect(params);
+  ASSERT_NE(params.get("password"), nullptr);
+  const std::string& token = *params.get("password");
+  const std::size_t at = token.find("X-Amz-Expires=");
+  ASSERT_NE(at, std::string::npos);
+  const long long lifetime = std::atoll(token.c_str() + at + 14);
+  EXPECT_GE(lifetime, 98);
+  EXPECT_LE(lifetime, 100);
+  EXPECT_NE(log.str().find("valid " + std::to_string(lifetime) + " s (shortened: the credentials expire sooner), "
+                           "cached for 80% of that"),
+            std::string::npos)
+      << log.str();
 }
 
 TEST(dsql_pool_config, url_form_takes_out_our_keys) {

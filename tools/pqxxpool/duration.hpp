@@ -15,7 +15,8 @@ namespace pqxxpool_cli {
 
 /// The accepted forms, for help texts and error messages.
 inline constexpr const char* duration_forms =
-    "a number with an optional unit ms, s, m or h (e.g. 500ms, 10s, 2m, 1h; a plain number means seconds)";
+    "a number with an optional unit ms, s, m, h or d (e.g. 500ms, 10s, 2m, 1h, 7d; a plain number means "
+    "seconds)";
 
 /// Parses text as a duration; std::nullopt when it is not one of the accepted forms, is negative,
 /// or is too large to represent. Never throws.

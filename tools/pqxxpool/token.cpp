@@ -50,6 +50,15 @@ int run_token(const token_options& opt) {
     std::fprintf(stderr, "error: --expires must be a whole number of seconds\n");
     return exit_usage;
   }
+  if (opt.host.empty()) {
+    std::fprintf(stderr, "error: --host must not be empty: give the cluster endpoint\n");
+    return exit_usage;
+  }
+  if (opt.host.find(':') != std::string::npos || opt.host.find('/') != std::string::npos) {
+    std::fprintf(stderr, "error: --host takes the endpoint's name alone, without a port, scheme or path "
+                         "(e.g. <cluster id>.dsql.us-east-1.on.aws)\n");
+    return exit_usage;
+  }
   pqxxpool::dsql::token_request request;
   request.host = opt.host;
   request.user = opt.user;
