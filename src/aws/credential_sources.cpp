@@ -578,9 +578,16 @@ std::optional<credentials> instance_metadata_credentials(std::vector<std::string
     return std::nullopt;
   }
   std::string endpoint = env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
-  if (endpoint.empty())
-    endpoint = ascii_lowercase(env("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE")) == "ipv6" ? "http://[fd00:ec2::254]"
-                                                                                        : "http://169.254.169.254";
+  if (endpoint.empty()) {
+    // botocore refuses any other value rather than guessing which address was meant.
+    const std::string mode = ascii_lowercase(env("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"));
+    if (!mode.empty() && mode != "ipv4" && mode != "ipv6") {
+      tried.push_back(source + ": AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE must be IPv4 or IPv6, got \"" +
+                      env("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE") + "\"");
+      return std::nullopt;
+    }
+    endpoint = mode == "ipv6" ? "http://[fd00:ec2::254]" : "http://169.254.169.254";
+  }
   while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
   std::string prefix = source + " (" + url_for_messages(endpoint) + "): ";
 

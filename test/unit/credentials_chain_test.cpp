@@ -612,6 +612,15 @@ TEST_F(credentials_chain, instance_metadata_v2) {
   EXPECT_EQ(imds.puts.load(), 1) << "disabled means not asked";
 }
 
+TEST_F(credentials_chain, a_bad_instance_metadata_endpoint_mode_is_reported_not_guessed) {
+  set("AWS_EC2_METADATA_DISABLED", nullptr);
+  set("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "ipv5");
+  const std::string what = error_of(*aws::default_credentials_chain());
+  EXPECT_TRUE(contains(what, "instance metadata: AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE must be IPv4 or IPv6, got "
+                             "\"ipv5\""))
+      << what;
+}
+
 TEST_F(credentials_chain, instance_metadata_v1_fallback_unless_disabled) {
   std::atomic<int> gets{0};
   local_server imds([&](httplib::Server& s) {  // no token route: the PUT gets 404
