@@ -1159,6 +1159,10 @@ void pool_core::connect_loop() {
     duration retry_in{};                // after a failure: when the next attempt may start
     lk.lock();
     --m_connecting;
+    // A connect that failed after close() began (one close() could not interrupt, such as a
+    // DNS lookup) failed because nobody waits for it any more, or for a reason nobody needs:
+    // treated as given up, not as a connect error worth a warning.
+    if (!conn && m_closed) abandoned = true;
     if (conn) {
       ++m_stats.connections_created;
       m_stats.connect_time.record(took);

@@ -4,6 +4,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -170,6 +171,24 @@ TEST(logging, evict_all_and_close_are_info_lines) {
   held.release();
   p->core->close();
   EXPECT_EQ(p.sink->count(spdlog::level::info, "closing: "), 1u) << p.sink->dump();
+}
+
+TEST(logging, a_connect_that_fails_after_close_is_given_up_not_a_connect_error) {
+  // A connect close() cannot interrupt (a DNS lookup, say) that fails once the pool is closed:
+  // nobody waits for it, so it is no connect error and no warning (found by a new-user trial).
+  logged_pool p(config(1, 1), [](fake_connector& c) {
+    c.close_gate();
+    c.set_failure(true, "could not translate host name \"db.example\" to address");
+  });
+  ASSERT_TRUE(eventually([&] { return p->connector->in_flight() == 1; }));
+  std::thread closer([&] { p->core->close(); });
+  ASSERT_TRUE(eventually([&] { return p->stats().closed; }));
+  p->connector->open_gate();
+  closer.join();
+  EXPECT_TRUE(eventually([&] { return p.sink->count(spdlog::level::debug, "connect given up as the pool closes") == 1; }))
+      << p.sink->dump();
+  EXPECT_EQ(p.sink->count(spdlog::level::warn, "connect failed"), 0u) << p.sink->dump();
+  EXPECT_EQ(p->stats().connect_errors, 0u);
 }
 
 TEST(logging, a_young_connection_is_never_logged_with_a_negative_age) {
