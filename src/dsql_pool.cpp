@@ -7,8 +7,7 @@
 #include <optional>
 #include <utility>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
+#include <netdb.h>
 
 #include <openssl/x509.h>
 #include <spdlog/logger.h>
@@ -40,13 +39,14 @@ bool contains_nocase(std::string_view text, std::string_view needle) {
   return it != text.end();
 }
 
-/// Whether needle occurs in text (ASCII case-insensitively) as a word of its own: not inside a
-/// longer word or a name, i.e. with no letter, digit, '_', '.' or '-' on either side. So DSQL's
-/// "sni was not received" and "invalid sni" match, and a database "snippets", a role "unisnic" or
-/// a host "sni.example.com" in an unrelated error do not.
+/// Whether needle occurs in text (ASCII case-insensitively) as a word of its own, not inside a
+/// longer word or a name: no letter, digit, '_' or '-' right before or after it, and no '.' that
+/// joins it to a name (".x" before it, or "." followed by a letter or digit after it). So DSQL's
+/// "sni was not received", "invalid sni" and "invalid sni." match, and a database "snippets", a
+/// role "unisnic" or a host "sni.example.com" in an unrelated error do not.
 bool contains_word_nocase(std::string_view text, std::string_view needle) {
-  const auto part_of_name = [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' || c == '-';
+  const auto word_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-';
   };
   const auto same = [](char a, char b) {
     return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
@@ -55,7 +55,10 @@ bool contains_word_nocase(std::string_view text, std::string_view needle) {
     it = std::search(it, text.end(), needle.begin(), needle.end(), same);
     if (it == text.end()) return false;
     const auto end = it + static_cast<std::ptrdiff_t>(needle.size());
-    if ((it == text.begin() || !part_of_name(*(it - 1))) && (end == text.end() || !part_of_name(*end))) return true;
+    const bool joined_before = it != text.begin() && (word_char(*(it - 1)) || *(it - 1) == '.');
+    const bool joined_after =
+        end != text.end() && (word_char(*end) || (*end == '.' && end + 1 != text.end() && word_char(*(end + 1))));
+    if (!joined_before && !joined_after) return true;
   }
 }
 
@@ -278,10 +281,15 @@ pool_config make_pool_config(const config& cfg, int libpq_version) {
                                     "(DSQL needs TLS: require or stronger), got \"" + cfg.sslmode + "\"");
   }
   if (!cfg.tunnel_address.empty()) {
-    // libpq's hostaddr takes only a numeric address; a name passes here and fails every connect.
-    in6_addr ignored{};
-    if (::inet_pton(AF_INET, cfg.tunnel_address.c_str(), &ignored) != 1 &&
-        ::inet_pton(AF_INET6, cfg.tunnel_address.c_str(), &ignored) != 1)
+    // libpq's hostaddr takes only a numeric address (it parses it with getaddrinfo and
+    // AI_NUMERICHOST, as here: "127.1" and "fe80::1%eth0" pass); a name fails every connect.
+    addrinfo hints{};
+    hints.ai_flags = AI_NUMERICHOST;
+    hints.ai_family = AF_UNSPEC;
+    addrinfo* found = nullptr;
+    const int rc = ::getaddrinfo(cfg.tunnel_address.c_str(), nullptr, &hints, &found);
+    if (found != nullptr) ::freeaddrinfo(found);
+    if (rc != 0)
       throw config_error("tunnel_address", "must be a numeric IPv4 or IPv6 address (it becomes libpq's hostaddr, "
                                            "which takes no names): for a tunnel on this machine use 127.0.0.1 or "
                                            "::1, got \"" + cfg.tunnel_address + "\"");

@@ -1,10 +1,12 @@
 #include "pqxxpool/metrics_server.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <set>
@@ -13,6 +15,7 @@
 #include <utility>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -66,36 +69,82 @@ std::string unhealthy_reason(const std::vector<pool_stats>& all) {
 /// stream lacks: the whole exchange (request read, answer written) must end by a deadline, and a
 /// read ends at once when stop_fd (an eventfd) is signalled. httplib bounds each read only by its
 /// read timeout, so a client sending a byte now and then would hold a worker — and stop(), which
-/// joins the workers — for as long as it liked. Used by one worker thread only, like its socket.
+/// joins the workers — for as long as it liked. The socket is non-blocking (poll does every wait,
+/// so no send or recv can outlast the deadline). Reads are buffered: httplib reads a request's
+/// lines a byte at a time. Used by one worker thread only, like its socket.
 class bounded_stream final : public httplib::Stream {
  public:
   bounded_stream(int sock, int stop_fd, std::chrono::steady_clock::time_point deadline) noexcept
       : m_sock{sock}, m_stop_fd{stop_fd}, m_deadline{deadline} {}
 
-  bool is_readable() const override { return wait(POLLIN); }
+  bool is_readable() const override { return m_begin < m_end || wait(POLLIN); }
   bool is_writable() const override { return wait(POLLOUT); }
 
+  /// Up to size bytes; 0 at end of input; -1 on an error, at the deadline or when stopping.
   ssize_t read(char* ptr, std::size_t size) override {
-    if (!wait(POLLIN)) return -1;
-    ssize_t n;
-    do n = ::recv(m_sock, ptr, size, 0);
-    while (n < 0 && errno == EINTR);
-    return n;
+    if (size == 0) return 0;
+    if (m_begin == m_end) {
+      const ssize_t n = receive(m_buffer.data(), m_buffer.size());
+      if (n <= 0) return n;
+      m_begin = 0;
+      m_end = static_cast<std::size_t>(n);
+    }
+    const std::size_t n = std::min(size, m_end - m_begin);
+    std::memcpy(ptr, m_buffer.data() + m_begin, n);
+    m_begin += n;
+    return static_cast<ssize_t>(n);
   }
 
+  /// All size bytes, or -1 (an error or the deadline; stop() does not cut an answer).
   ssize_t write(const char* ptr, std::size_t size) override {
-    if (!wait(POLLOUT)) return -1;
-    ssize_t n;
-    do n = ::send(m_sock, ptr, size, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    return n;
+    std::size_t sent = 0;
+    while (sent < size) {
+      const ssize_t n = ::send(m_sock, ptr + sent, size - sent, MSG_NOSIGNAL);
+      if (n > 0) {
+        sent += static_cast<std::size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (!wait(POLLOUT)) return -1;
+      } else {
+        return -1;
+      }
+    }
+    return static_cast<ssize_t>(size);
   }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const override { describe(false, ip, port); }
   void get_local_ip_and_port(std::string& ip, int& port) const override { describe(true, ip, port); }
   socket_t socket() const override { return m_sock; }
 
+  /// After the answer: reads and drops what the client still sends (a body nobody read, a second
+  /// request) until it closes, for at most linger or the deadline, so that closing with unread
+  /// input does not reset the connection and lose the answer's tail on its way. Ends at stop().
+  void drain(std::chrono::milliseconds linger) {
+    const auto until = std::min(m_deadline, std::chrono::steady_clock::now() + linger);
+    char sink[4096];
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return;
+      pollfd fds[2] = {{m_sock, POLLIN, 0}, {m_stop_fd, POLLIN, 0}};
+      const int r = ::poll(fds, 2, static_cast<int>(left.count()) + 1);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0 || fds[1].revents != 0) return;
+      const ssize_t n = ::recv(m_sock, sink, sizeof sink, 0);
+      if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) return;
+    }
+  }
+
  private:
+  ssize_t receive(char* ptr, std::size_t size) {
+    for (;;) {
+      if (!wait(POLLIN)) return -1;
+      const ssize_t n = ::recv(m_sock, ptr, size, 0);
+      if (n >= 0) return n;
+      if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+    }
+  }
+
   /// Waits until the socket is ready for events, the deadline passes (false), or — when reading —
   /// the server is stopping (false). A response being written is not cut by stop().
   bool wait(short events) const {
@@ -110,7 +159,7 @@ class bounded_stream final : public httplib::Stream {
       if (r < 0) return false;
       if (r == 0) continue;  // re-checks the deadline
       if (n == 2 && fds[1].revents != 0) return false;
-      return fds[0].revents != 0;  // readable/writable, or an error or hang-up the next call reports
+      return fds[0].revents != 0;  // ready, or an error or hang-up that the next call reports
     }
   }
 
@@ -137,6 +186,9 @@ class bounded_stream final : public httplib::Stream {
   const int m_sock;
   const int m_stop_fd;
   const std::chrono::steady_clock::time_point m_deadline;
+  std::array<char, 4096> m_buffer{};
+  std::size_t m_begin = 0;  // unread input is m_buffer[m_begin, m_end)
+  std::size_t m_end = 0;
 };
 
 /// httplib's server with its per-connection step replaced (httplib calls the private virtual
@@ -145,18 +197,30 @@ class bounded_stream final : public httplib::Stream {
 class bounded_server final : public httplib::Server {
  public:
   explicit bounded_server(int stop_fd) noexcept : m_stop_fd{stop_fd} {}
+  /// httplib's destructor leaves the listening socket open when the server never ran (stop()
+  /// closes it only while running): a constructor that failed after binding would keep the port.
+  ~bounded_server() override {
+    const socket_t s = svr_sock_.exchange(INVALID_SOCKET);
+    if (s != INVALID_SOCKET) ::close(s);
+  }
+  bounded_server(const bounded_server&) = delete;
+  bounded_server& operator=(const bounded_server&) = delete;
 
  private:
   bool process_and_close_socket(socket_t sock) override {
     bool ok = false;
     try {
-      bounded_stream stream{sock, m_stop_fd, std::chrono::steady_clock::now() + exchange_deadline};
-      bool connection_closed = false;
-      ok = process_request(stream, /*close_connection=*/true, connection_closed, nullptr);
+      const int flags = ::fcntl(sock, F_GETFL, 0);
+      if (flags >= 0 && ::fcntl(sock, F_SETFL, flags | O_NONBLOCK) == 0) {
+        bounded_stream stream{sock, m_stop_fd, std::chrono::steady_clock::now() + exchange_deadline};
+        bool connection_closed = false;
+        ok = process_request(stream, /*close_connection=*/true, connection_closed, nullptr);
+        ::shutdown(sock, SHUT_WR);  // the answer is complete: the client sees its end
+        stream.drain(std::chrono::milliseconds(200));
+      }
     } catch (...) {
       // A worker must not die with an exception: the connection is dropped instead.
     }
-    ::shutdown(sock, SHUT_RDWR);
     ::close(sock);
     return ok;
   }
@@ -239,6 +303,8 @@ metrics_server::metrics_server(std::vector<const pool*> pools, std::string host,
   d.pools = std::move(pools);
   d.host = std::move(host);
   d.server.new_task_queue = [] { return new httplib::ThreadPool(worker_threads); };
+  // Only GETs are served: a body (of a request routed nowhere) is read and dropped, up to this.
+  d.server.set_payload_max_length(8192);
   // httplib's default also sets SO_REUSEPORT, which would let a second server (or another program
   // of the same user) share the port silently. Keep SO_REUSEADDR only (restart after TIME_WAIT).
   d.server.set_socket_options([](socket_t sock) {

@@ -100,6 +100,7 @@ TEST(connect_hint, sni_inside_a_name_is_not_the_dsql_hint) {
   }
   // DSQL's own texts still get it, in any case and at the end of the message.
   for (const char* message : {"FATAL:  08006: unable to accept connection, invalid sni",
+                              "FATAL:  08006: unable to accept connection, invalid sni.",
                               "FATAL:  08006: Unable to accept connection, SNI was not received"})
     EXPECT_TRUE(contains(connect_hint(message), "set host to the endpoint")) << message;
 }

@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -76,11 +77,24 @@ class trickling_client {
     m_thread = std::thread([this] {
       // The slow client's pace, not a synchronisation: the server is never told when it ends.
       while (!m_stop.load()) {
-        if (::send(m_fd, "a", 1, MSG_NOSIGNAL) != 1) return;  // the server hung up
+        if (::send(m_fd, "a", 1, MSG_NOSIGNAL) != 1) {  // the server hung up (reset)
+          m_cut.store(true);
+          return;
+        }
+        pollfd p{m_fd, POLLIN, 0};  // or it closed its end: end of file to read
+        if (::poll(&p, 1, 0) == 1) {
+          char c;
+          if (::recv(m_fd, &c, 1, MSG_DONTWAIT) <= 0) {
+            m_cut.store(true);
+            return;
+          }
+        }
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
     });
   }
+  /// Whether the server has ended this connection.
+  bool cut() const { return m_cut.load(); }
   ~trickling_client() {
     m_stop.store(true);
     m_thread.join();
@@ -92,6 +106,7 @@ class trickling_client {
  private:
   int m_fd;
   std::atomic<bool> m_stop{false};
+  std::atomic<bool> m_cut{false};
   std::thread m_thread;
 };
 
@@ -165,6 +180,17 @@ TEST(metrics_server, clients_that_never_finish_a_request_do_not_hold_up_a_scrape
   ASSERT_TRUE(res) << "no answer while 4 clients trickle requests: " << httplib::to_string(res.error());
   EXPECT_EQ(res->status, 200);
   EXPECT_NE(res->body.find("pqxxpool_pool_exhausted_total{pool=\"slow\"}"), std::string::npos);
+}
+
+TEST(metrics_server, a_client_that_trickles_a_request_for_ever_is_dropped) {
+  // Each exchange has a deadline (5 s): a client that keeps a request going by sending a byte
+  // every 100 ms — never idle long enough for a read timeout — is cut off, and its worker freed.
+  pqxxpool::pool pool{idle_pool_config("forever")};
+  pqxxpool::metrics_server server{{&pool}};
+  trickling_client slow{server.port()};
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // a hang bound
+  while (!slow.cut() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+  EXPECT_TRUE(slow.cut()) << "the server still reads a request that began a minute ago";
 }
 
 TEST(metrics_server, stop_returns_while_a_client_trickles_a_request) {
