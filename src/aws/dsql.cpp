@@ -21,7 +21,10 @@ std::optional<seconds> remaining_life(const aws::credentials& creds, time_point 
   if (!creds.expiration) return std::nullopt;
   const seconds left = std::chrono::floor<seconds>(*creds.expiration - now);
   if (left < aws::min_presign_expires)
-    throw token_error("credentials", "the temporary credentials expired at " + aws::amz_date(*creds.expiration));
+    throw token_error("credentials", *creds.expiration > now
+                                         ? "the temporary credentials expire at " + aws::amz_date(*creds.expiration) +
+                                               ", less than 1 s from now: too late to sign a token with them"
+                                         : "the temporary credentials expired at " + aws::amz_date(*creds.expiration));
   return left;
 }
 

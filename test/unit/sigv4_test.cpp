@@ -352,6 +352,15 @@ TEST(dsql_token, temporary_credentials_shorten_the_expiry) {
     EXPECT_NE(std::string(e.what()).find("expired"), std::string::npos) << e.what();
     EXPECT_EQ(std::string(e.what()).find("secret"), std::string::npos) << e.what();
   }
+
+  c.expiration = t_2024_11_07 + 500ms;  // not expired yet, but too close to sign a token
+  try {
+    (void)dsql::generate_token(vector_a_request(), c, t_2024_11_07);
+    ADD_FAILURE() << "credentials with 0.5 s left accepted";
+  } catch (const token_error& e) {
+    EXPECT_NE(std::string(e.what()).find("less than 1 s from now"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("expired"), std::string::npos) << e.what();
+  }
 }
 
 TEST(dsql_token, admin_action_only_for_exactly_admin) {
