@@ -3,6 +3,7 @@
 // libpq: src/pqxx implements these with libpqxx, the unit tests with fakes.
 
 #include <memory>
+#include <string>
 
 #include "core/clock.hpp"
 #include "pqxxpool/config.hpp"
@@ -33,6 +34,9 @@ class physical {
   /// The server process serving this connection (PQbackendPID, no I/O), for log lines that an
   /// operator can match with the server's log; 0 when unknown.
   virtual int backend_pid() noexcept { return 0; }
+  /// Why the last validate() or reset() returned false ("" when unknown), for the log line that
+  /// closes the connection: e.g. what a reset hook threw. Never holds a password or token.
+  virtual std::string failure() { return {}; }
 };
 
 /// The bounds of one connector::connect() call.

@@ -388,7 +388,10 @@ class pooled_physical final : public core::physical {
     if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
     const PGTransactionStatusType status = PQtransactionStatus(conn);
     if (status == PQTRANS_INTRANS || status == PQTRANS_INERROR) {
-      if (!round_trip(conn, "ROLLBACK", PGRES_COMMAND_OK, deadline, m_stop_fd)) return false;
+      if (!round_trip(conn, "ROLLBACK", PGRES_COMMAND_OK, deadline, m_stop_fd)) {
+        note_failure("the ROLLBACK of a transaction left open failed");
+        return false;
+      }
     }
     if (PQtransactionStatus(conn) != PQTRANS_IDLE) return false;
     if (!reset_hook) return true;
@@ -396,12 +399,34 @@ class pooled_physical final : public core::physical {
       const in_hook registered{*m_hooks, conn};
       if (!registered.admitted()) return false;  // the pool is closing
       reset_hook(*m_conn);
+    } catch (const std::exception& e) {
+      // Kept for the close log line: a hook that throws on every return (a tx.exec0 on a query
+      // that returns a row, say) otherwise shows only as connections closed one after another.
+      note_failure("the reset hook threw: ", e.what());
+      return false;
     } catch (...) {
+      note_failure("the reset hook threw");
       return false;
     }
     // A hook that left a transaction open or lost the connection must not pass as reset.
-    return check_return() == core::return_state::clean;
+    if (check_return() == core::return_state::clean) return true;
+    note_failure("the reset hook left a transaction open or lost the connection");
+    return false;
   }
+
+  std::string failure() override { return m_failure; }
+
+ private:
+  /// Records why reset() fails; out of memory loses the reason, not the connection's close.
+  void note_failure(const char* what, const char* detail = "") noexcept {
+    try {
+      m_failure = std::string(what) + detail;
+    } catch (...) {
+      m_failure.clear();
+    }
+  }
+
+ public:
 
   connection* user_connection() noexcept override { return m_conn.get(); }
 
@@ -412,6 +437,7 @@ class pooled_physical final : public core::physical {
   const int m_backend_pid;
   const int m_stop_fd;  // owned by the pool core, which outlives its connections
   const std::shared_ptr<hook_sockets> m_hooks;
+  std::string m_failure;  // why reset() last returned false (the core calls one member at a time)
 };
 
 // ---------------------------------------------------------------------------------------------

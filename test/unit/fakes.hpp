@@ -118,6 +118,7 @@ struct fake_state {
   std::atomic<bool> validate_ok{true};
   std::atomic<int> validations{0};
   std::atomic<int> resets{0};
+  std::atomic<bool> reset_fails{false};  // reset() fails as a throwing reset hook would
   std::atomic<bool> closed{false};  // the pool closed (destroyed) this connection
   int id = 0;
 };
@@ -144,8 +145,9 @@ class fake_physical final : public core::physical {
   bool reset(time_point, const std::function<void(connection&)>&) noexcept override {
     ++m_state->resets;
     m_state->dirty = false;
-    return !m_state->broken;
+    return !m_state->broken && !m_state->reset_fails;
   }
+  std::string failure() override { return m_state->reset_fails ? "the reset hook threw: boom" : ""; }
   connection* user_connection() noexcept override { return nullptr; }
   int backend_pid() noexcept override { return 1000 + m_state->id; }
   fake_state& state() { return *m_state; }

@@ -173,6 +173,24 @@ TEST(logging, evict_all_and_close_are_info_lines) {
   EXPECT_EQ(p.sink->count(spdlog::level::info, "closing: "), 1u) << p.sink->dump();
 }
 
+TEST(logging, a_failed_reset_says_why_in_the_close_line) {
+  // A reset hook that throws on every return (found by a new-user trial: tx.exec0 on a query that
+  // returns a row) closed connection after connection with no word of the hook's error.
+  pool_config cfg = config(1, 1);
+  cfg.reset = [](connection&) {};  // returns go through reset(); the fake decides how it ends
+  logged_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p->stats().idle == 1; }));
+  {
+    lease l = p->core->acquire(1s);
+    ASSERT_TRUE(l);
+    state_of(l).reset_fails = true;
+  }
+  EXPECT_TRUE(eventually([&] {
+    return p.sink->count(spdlog::level::warn, "closing connection 1 (backend pid 1001): broken") == 1 &&
+           p.sink->count(spdlog::level::warn, ": the reset hook threw: boom") == 1;
+  })) << p.sink->dump();
+}
+
 TEST(logging, a_connect_that_fails_after_close_is_given_up_not_a_connect_error) {
   // A connect close() cannot interrupt (a DNS lookup, say) that fails once the pool is closed:
   // nobody waits for it, so it is no connect error and no warning (found by a new-user trial).
