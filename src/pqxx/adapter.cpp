@@ -416,6 +416,10 @@ class pooled_physical final : public core::physical {
 
   std::string failure() override { return m_failure; }
 
+  connection* user_connection() noexcept override { return m_conn.get(); }
+
+  int backend_pid() noexcept override { return m_backend_pid; }
+
  private:
   /// Records why reset() fails; out of memory loses the reason, not the connection's close.
   void note_failure(const char* what, const char* detail = "") noexcept {
@@ -426,13 +430,6 @@ class pooled_physical final : public core::physical {
     }
   }
 
- public:
-
-  connection* user_connection() noexcept override { return m_conn.get(); }
-
-  int backend_pid() noexcept override { return m_backend_pid; }
-
- private:
   std::unique_ptr<pooled_connection> m_conn;  // its destructor closes the connection
   const int m_backend_pid;
   const int m_stop_fd;  // owned by the pool core, which outlives its connections
