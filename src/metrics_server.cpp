@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <httplib.h>
+#include <nlohmann/json.hpp>
 
 #include "pqxxpool/errors.hpp"
 #include "pqxxpool/metrics.hpp"
@@ -60,7 +61,10 @@ std::vector<pool_stats> snapshot(const std::vector<const pool*>& pools) {
 /// An empty string when healthy, else the reason.
 std::string unhealthy_reason(const std::vector<pool_stats>& all) {
   for (const pool_stats& s : all) {
-    if (s.closed) return "pool \"" + s.name + "\" is closed";
+    // The name quoted as a JSON string, so a quote or backslash in it cannot blur where it ends.
+    if (s.closed)
+      return "pool " + nlohmann::json(s.name).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+             " is closed";
   }
   return {};
 }

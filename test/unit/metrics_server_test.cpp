@@ -162,6 +162,18 @@ TEST(metrics_server, serves_metrics_stats_and_health) {
   EXPECT_NE(server.port(), 0);
 }
 
+TEST(metrics_server, healthz_quotes_a_closed_pools_name_unambiguously) {
+  pqxxpool::pool pool{idle_pool_config(R"(say "hi" \ bye)")};
+  pqxxpool::metrics_server server{{&pool}};
+  pool.close();
+  httplib::Client client{"127.0.0.1", server.port()};
+  const auto closed = client.Get("/healthz");
+  ASSERT_TRUE(closed) << httplib::to_string(closed.error());
+  EXPECT_EQ(closed->status, 503);
+  EXPECT_EQ(closed->body, R"(pool "say \"hi\" \\ bye" is closed)" "\n");
+  server.stop();
+}
+
 TEST(metrics_server, stop_right_after_start_returns) {
   pqxxpool::pool pool{idle_pool_config("quick")};
   pqxxpool::metrics_server server{{&pool}};
