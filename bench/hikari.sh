@@ -2,8 +2,10 @@
 # HikariCP and pgxpool side by side with pqxxpool and the naive pool: the same scenarios, the same
 # server, one sitting (docs/benchmarks.md, "HikariCP measured here").
 #
-# Usage: bash bench/hikari.sh [--out DIR] [--seconds S] [--runs N]
+# Usage: bash bench/hikari.sh [--plain] [--out DIR] [--seconds S] [--runs N]
 #
+#   --plain        every pool connects over plain TCP on 127.0.0.1 (sslmode=disable), as the
+#                  performance issue's table was measured, instead of TLS (sslmode=verify-full)
 #   --out DIR      where hikari.jsonl, pgxpool.jsonl and bench.jsonl go
 #                  (default build/bench-results/hikari-DATE)
 #   --seconds S    length of each run (default 3)
@@ -29,11 +31,13 @@ die() {
     exit 1
 }
 
+plain=0
 out=""
 seconds=3
 runs=3
 while (($# > 0)); do
     case "$1" in
+        --plain) plain=1 && shift ;;
         --out) out="${2:?--out needs a directory}" && shift 2 ;;
         --seconds) seconds="${2:?--seconds needs a number}" && shift 2 ;;
         --runs) runs="${2:?--runs needs a number}" && shift 2 ;;
@@ -75,11 +79,18 @@ mkdir -p -- "$out"
 cluster_dir="$(mktemp -d /tmp/pqxxpool-hikari.XXXXXX)"
 # shellcheck disable=SC2064  # expand now: the directory is known
 trap "bash '$ROOT/test/support/pgcluster.sh' stop '$cluster_dir'" EXIT
-bash "$ROOT/test/support/pgcluster.sh" start "$cluster_dir" >&2
+PQXXPOOL_TEST_CLUSTER_PLAIN_TCP="$plain" bash "$ROOT/test/support/pgcluster.sh" start "$cluster_dir" >&2
 # shellcheck source=/dev/null
 source "$cluster_dir/env"
-url="jdbc:postgresql://localhost:${PQXXPOOL_TEST_PORT}/app?sslmode=verify-full&sslrootcert=${PQXXPOOL_TEST_CA}"
-pgx_conn="host=localhost port=${PQXXPOOL_TEST_PORT} dbname=app user=app sslmode=verify-full sslrootcert=${PQXXPOOL_TEST_CA}"
+if ((plain)); then
+    url="jdbc:postgresql://127.0.0.1:${PQXXPOOL_TEST_PORT}/app?sslmode=disable"
+    pgx_conn="host=127.0.0.1 port=${PQXXPOOL_TEST_PORT} dbname=app user=app sslmode=disable"
+    export PQXXPOOL_BENCH_CONNINFO="$PQXXPOOL_TEST_PLAIN_CONNINFO"
+else
+    url="jdbc:postgresql://localhost:${PQXXPOOL_TEST_PORT}/app?sslmode=verify-full&sslrootcert=${PQXXPOOL_TEST_CA}"
+    pgx_conn="host=localhost port=${PQXXPOOL_TEST_PORT} dbname=app user=app sslmode=verify-full sslrootcert=${PQXXPOOL_TEST_CA}"
+    export PQXXPOOL_BENCH_CONNINFO="$PQXXPOOL_TEST_CONNINFO"  # this cluster, whatever the caller set
+fi
 
 printf 'hikari.sh: load average before: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >&2
 java -cp "$CP:$ROOT/build/hikari" HikariBench "$url" app "$PQXXPOOL_TEST_APP_PASSWORD" "$seconds" "$runs" \

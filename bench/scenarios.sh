@@ -2,9 +2,12 @@
 # Run `pqxxpool bench` (the scenario runner) against a throwaway PostgreSQL, plot the latency
 # distributions, and print the results as a Markdown table.
 #
-# Usage: bash bench/scenarios.sh [--bin PATH] [--out DIR] [--img DIR] [-- BENCH_ARGS...]
+# Usage: bash bench/scenarios.sh [--plain] [--bin PATH] [--out DIR] [--img DIR] [-- BENCH_ARGS...]
 #        bash bench/scenarios.sh --report FILE
 #
+#   --plain        connect over plain TCP on 127.0.0.1 (sslmode=disable), as the performance
+#                  issue's table was measured, instead of TLS (sslmode=verify-full); only with the
+#                  throwaway cluster, not with PQXXPOOL_BENCH_CONNINFO
 #   --bin PATH     the pqxxpool program to run (default: build the release preset's pqxxpool_cli
 #                  target if needed and run build/release/tools/pqxxpool/pqxxpool)
 #   --out DIR      where the JSON lines (DIR/bench.jsonl) and the latency CDFs (DIR/latencies/)
@@ -40,6 +43,7 @@ die() {
     exit 1
 }
 
+plain=0
 bin=""
 out=""
 img="$ROOT/docs/img"
@@ -66,6 +70,7 @@ while (($# > 0)); do
             extra=("$@")
             break
             ;;
+        --plain) plain=1 && shift ;;
         -h | --help) usage 0 ;;
         *)
             printf 'scenarios.sh: unknown argument: %s\n' "$1" >&2
@@ -112,8 +117,9 @@ def pair(case, key, fmt):
     p, n = res.get((case, "pqxxpool")), res.get((case, "naive"))
     return "{} / {}".format(fmt(p.get(key)) if p else "-", fmt(n.get(key)) if n else "-")
 
-print("pqxxpool {}, libpqxx {}, libpq {}, server {}; {} CPUs; load average at the start {}; {} run(s) of {} s per case and pool; started {}".format(
+print("pqxxpool {}, libpqxx {}, libpq {}, server {} over {}; {} CPUs; load average at the start {}; {} run(s) of {} s per case and pool; started {}".format(
     meta.get("pqxxpool_version"), meta.get("libpqxx_version"), meta.get("libpq_version"), meta.get("server_version"),
+    {"tls": "TLS", "plain": "plain TCP"}.get(meta.get("transport"), "an unrecorded transport"),
     meta.get("hardware_concurrency"), meta.get("loadavg"), meta.get("runs"), meta.get("duration_s"), meta.get("started_at")))
 print()
 print("Cells are pqxxpool / naive, medians over the runs; ratio = ops/s pqxxpool / naive.")
@@ -164,9 +170,14 @@ if [[ -z "${PQXXPOOL_BENCH_CONNINFO:-}" ]]; then
     cluster_dir="$(mktemp -d /tmp/pqxxpool-bench.XXXXXX)"
     # shellcheck disable=SC2064  # expand now: the directory is known
     trap "bash '$CLUSTER_SCRIPT' stop '$cluster_dir'" EXIT
-    bash "$CLUSTER_SCRIPT" start "$cluster_dir"
+    PQXXPOOL_TEST_CLUSTER_PLAIN_TCP="$plain" bash "$CLUSTER_SCRIPT" start "$cluster_dir"
     # shellcheck source=/dev/null
     source "$cluster_dir/env"
+    if ((plain)); then
+        export PQXXPOOL_BENCH_CONNINFO="$PQXXPOOL_TEST_PLAIN_CONNINFO"
+    fi
+elif ((plain)); then
+    die "--plain starts its own cluster: unset PQXXPOOL_BENCH_CONNINFO (or put sslmode=disable in it)"
 fi
 
 printf 'scenarios.sh: load average before the run: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -80,7 +80,7 @@ for n, line in enumerate(out_lines, 1):
 number = (int, float)
 meta_fields = {"started_at": str, "pqxxpool_version": str, "libpqxx_version": str, "libpq_version": str,
                "server_version": str, "hardware_concurrency": int, "loadavg": list, "scenarios": list,
-               "pools": str, "runs": int, "duration_s": number}
+               "pools": str, "runs": int, "duration_s": number, "transport": str}
 result_fields = {"case": str, "scenario": str, "pool": str, "threads": int, "pool_size": int, "query": str,
                  "max_lifetime_ms": int, "runs": int, "duration_s": number, "ops": int, "ops_per_s": number,
                  "acquire_p50_ms": number, "acquire_p99_ms": number, "acquire_max_ms": number,
@@ -104,6 +104,8 @@ if not docs or docs[0].get("type") != "meta":
     fail("the first line is not the meta line")
 else:
     check_fields(docs[0], meta_fields, "meta")
+    if docs[0].get("transport") != "tls":  # the test cluster takes TCP only with TLS
+        fail("meta: transport is {!r}, expected 'tls'".format(docs[0].get("transport")))
 
 results = {(d.get("case"), d.get("pool")): d for d in docs if d.get("type") == "result"}
 summaries = {d.get("case"): d for d in docs if d.get("type") == "summary"}

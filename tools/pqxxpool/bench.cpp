@@ -637,7 +637,7 @@ std::string libpq_version() {
 }
 
 /// The first line: what ran, where, and how it was measured.
-json meta_line(const bench_options& opt, const std::string& server_version) {
+json meta_line(const bench_options& opt, const std::string& server_version, bool tls) {
   double load[3] = {-1, -1, -1};
   if (::getloadavg(load, 3) != 3) load[0] = load[1] = load[2] = -1;
   json j;
@@ -647,6 +647,8 @@ json meta_line(const bench_options& opt, const std::string& server_version) {
   j["libpqxx_version"] = PQXX_VERSION;
   j["libpq_version"] = libpq_version();
   j["server_version"] = server_version;
+  // TLS costs both pools the same per query, which narrows their ratios (docs/benchmarks.md).
+  j["transport"] = tls ? "tls" : "plain";
   j["hardware_concurrency"] = std::thread::hardware_concurrency();
   j["loadavg"] = json::array({number(load[0], 3), number(load[1], 3), number(load[2], 3)});
   j["scenarios"] = opt.scenarios;
@@ -680,10 +682,17 @@ void print_progress(const case_def& c, std::size_t run, std::size_t runs, const 
                r.errors > 0 ? "  ERRORS: " : "", r.errors > 0 ? r.first_error.c_str() : "");
 }
 
-std::string server_version_of(const std::string& conninfo) {
+struct server_info {
+  std::string version;
+  bool tls = false;  // whether a connection made with the benchmark's conninfo uses TLS
+};
+
+server_info server_info_of(const std::string& conninfo) {
   pqxx::connection c(conninfo);
   const int v = c.server_version();
-  return std::to_string(v / 10000) + "." + std::to_string(v % 100);
+  pqxx::nontransaction tx(c);
+  const pqxx::result r = tx.exec("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+  return {std::to_string(v / 10000) + "." + std::to_string(v % 100), !r.empty() && r[0][0].as<bool>(false)};
 }
 
 int run_bench(bench_options opt) {
@@ -720,9 +729,9 @@ int run_bench(bench_options opt) {
     return exit_usage;
   }
 
-  std::string server;
+  server_info server;
   try {
-    server = server_version_of(opt.conninfo);
+    server = server_info_of(opt.conninfo);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: cannot connect to the server: %s\n", e.what());
     return exit_failure;
@@ -733,7 +742,7 @@ int run_bench(bench_options opt) {
   logger->set_level(spdlog::level::from_str(opt.log_level));
   logger->set_pattern("[%H:%M:%S.%e] [%l] %v");
 
-  writer->write(meta_line(opt, server));
+  writer->write(meta_line(opt, server.version, server.tls));
   bool failed = false;
   for (const std::string& scenario : opt.scenarios) {
     const std::vector<case_def> cases = cases_of(scenario);
