@@ -83,15 +83,18 @@ std::shared_ptr<aws::credentials_provider> provider_for(const config& cfg, const
 // token at debug level: who and what for, never the token.
 class token_source {
  public:
+  using clock_function = std::function<system_clock::time_point()>;
+
   token_source(token_request request, std::shared_ptr<aws::credentials_provider> creds, bool cache,
-               std::shared_ptr<spdlog::logger> logger, std::string pool)
-      : m_request(std::move(request)),
+               std::shared_ptr<spdlog::logger> logger, std::string pool, clock_function now)
+      : m_now(now ? std::move(now) : clock_function([] { return system_clock::now(); })),
+        m_request(std::move(request)),
         m_creds(std::move(creds)),
         m_cache(cache),
         m_logger(logger ? std::move(logger) : spdlog::default_logger()),
         m_pool(std::move(pool)) {}
   std::string next() {
-    const auto now = system_clock::now();
+    const auto now = m_now();
     if (!m_cache) {
       std::string token = generate_token(m_request, m_creds->get(), now);
       {
@@ -124,7 +127,7 @@ class token_source {
   std::string last_token_age() {
     std::lock_guard<std::mutex> lk(m_mu);
     if (m_last_sent_made_at == system_clock::time_point{}) return "";
-    const auto age = std::chrono::duration_cast<std::chrono::seconds>(system_clock::now() - m_last_sent_made_at);
+    const auto age = std::chrono::duration_cast<std::chrono::seconds>(m_now() - m_last_sent_made_at);
     return "; the last token sent was made " + std::to_string(age.count()) + " s ago";
   }
 
@@ -148,6 +151,7 @@ class token_source {
                       m_cache ? ", cached for 80% of that" : "");
   }
 
+  const clock_function m_now;  // system_clock::now, or a test's clock
   const token_request m_request;
   const std::shared_ptr<aws::credentials_provider> m_creds;
   const bool m_cache;
@@ -255,6 +259,11 @@ config config_from_url(std::string_view url) {
 }
 
 pool_config make_pool_config(const config& cfg, int libpq_version) {
+  return detail::make_pool_config(cfg, libpq_version, {});
+}
+
+pool_config detail::make_pool_config(const config& cfg, int libpq_version,
+                                     std::function<system_clock::time_point()> now) {
   if (libpq_version == 0) libpq_version = pqxx_adapter::libpq_version();
   if (cfg.host.empty()) throw config_error("host", "is required: the cluster endpoint or its 26-character id");
   if (!cfg.pool.conninfo.empty())
@@ -320,7 +329,7 @@ pool_config make_pool_config(const config& cfg, int libpq_version) {
 
   auto tokens = std::make_shared<token_source>(token_request{host, region, cfg.user, cfg.token_duration},
                                                provider_for(cfg, region), cfg.token_cache, cfg.pool.logger,
-                                               cfg.pool.name.empty() ? "default" : cfg.pool.name);
+                                               cfg.pool.name.empty() ? "default" : cfg.pool.name, std::move(now));
   out.before_connect = [user_hook = cfg.pool.before_connect, tokens](connect_params& p) {
     if (user_hook) user_hook(p);
     p.set("password", tokens->next());

@@ -1,8 +1,13 @@
 #pragma once
-// How long dsql::config::token_cache reuses a token (src/dsql_pool.cpp; unit-tested on its own).
+// How long dsql::config::token_cache reuses a token (src/dsql_pool.cpp; unit-tested on its own),
+// and make_pool_config with an injected clock, for the unit tests of the cache.
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
+
+#include "pqxxpool/config.hpp"
+#include "pqxxpool/dsql_pool.hpp"
 
 namespace pqxxpool::dsql {
 
@@ -19,5 +24,14 @@ inline std::chrono::system_clock::time_point token_reuse_until(std::chrono::syst
                                                         expires - std::chrono::seconds(1));
   return signed_at + reuse;
 }
+
+namespace detail {
+
+/// make_pool_config(cfg, libpq_version) whose token source reads the time from `now` (tests; an
+/// empty function means std::chrono::system_clock::now). Throws what make_pool_config throws.
+[[nodiscard]] pool_config make_pool_config(const config& cfg, int libpq_version,
+                                           std::function<std::chrono::system_clock::time_point()> now);
+
+}  // namespace detail
 
 }  // namespace pqxxpool::dsql

@@ -167,9 +167,7 @@ TEST(dsql_pool_config, before_connect_runs_the_user_hook_then_sets_a_token) {
 
 TEST(dsql_pool_config, a_token_shortened_to_the_credentials_expiry_is_logged_with_its_own_lifetime) {
   // Credentials with 100 s left: the token is signed for at most that (not 900 s), and the log
-  // line gives that lifetime. (The cache's reuse period follows it too — token_source uses the
-  // same lifetime_of(); token_reuse_until is tested on its own above — but no fake clock reaches
-  // it here.)
+  // line gives that lifetime (the cache's reuse period follows it: the next test).
   std::ostringstream log;
   auto logger = std::make_shared<spdlog::logger>("t", std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
   logger->set_level(spdlog::level::debug);
@@ -192,6 +190,31 @@ TEST(dsql_pool_config, a_token_shortened_to_the_credentials_expiry_is_logged_wit
                            "cached for 80% of that"),
             std::string::npos)
       << log.str();
+}
+
+TEST(dsql_pool_config, the_cache_reuses_a_shortened_token_for_80_percent_of_its_own_lifetime) {
+  // Credentials with 100 s left shorten the token to 100 s: the cache may hand it out for 80 s,
+  // not for 80 % of the 900 s asked for (which would send it for minutes after it expired).
+  const std::chrono::system_clock::time_point start =
+      std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+  std::chrono::system_clock::time_point fake_now = start;
+  dsql::config cfg = base_config();
+  cfg.credentials =
+      std::make_shared<aws::static_credentials>(aws::credentials{"AKIDTEST", "secret-test", "", start + 100s});
+  cfg.token_cache = true;
+  const pool_config p = dsql::detail::make_pool_config(cfg, 150000, [&] { return fake_now; });
+  const auto token_at = [&](std::chrono::seconds after) {
+    fake_now = start + after;
+    connect_params params;
+    p.before_connect(params);
+    return *params.get("password");
+  };
+  const std::string first = token_at(0s);
+  EXPECT_NE(first.find("X-Amz-Expires=100&"), std::string::npos) << "shortened to the credentials";
+  EXPECT_EQ(token_at(79s), first) << "reused within 80 % of its 100 s";
+  const std::string second = token_at(81s);
+  EXPECT_NE(second, first) << "not reused past 80 % of its own lifetime";
+  EXPECT_NE(second.find("X-Amz-Expires=19&"), std::string::npos) << "again shortened: 19 s of credentials left";
 }
 
 TEST(dsql_pool_config, url_form_takes_out_our_keys) {
