@@ -25,6 +25,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "metrics_server_detail.hpp"
 #include "pqxxpool/errors.hpp"
 #include "pqxxpool/metrics.hpp"
 #include "pqxxpool/pool.hpp"
@@ -43,8 +44,10 @@ constexpr std::size_t worker_threads = 8;
 
 /// How long one connection may take, from the worker picking it up to the answer written: the
 /// request is a few hundred bytes and the answer is computed from memory, so this bounds only
-/// clients that stall or trickle.
-constexpr std::chrono::seconds exchange_deadline{5};
+/// clients that stall or trickle. 5 s; a test lengthens it (metrics_server_detail.hpp) to show
+/// that stop() ends a stalled exchange at once rather than at the deadline. Read once per
+/// connection, so relaxed order suffices.
+std::atomic<std::int64_t> exchange_deadline_ms{5000};
 
 std::string address(const std::string& host, std::uint16_t port) {
   const bool v6 = host.find(':') != std::string::npos;
@@ -216,7 +219,8 @@ class bounded_server final : public httplib::Server {
     try {
       const int flags = ::fcntl(sock, F_GETFL, 0);
       if (flags >= 0 && ::fcntl(sock, F_SETFL, flags | O_NONBLOCK) == 0) {
-        bounded_stream stream{sock, m_stop_fd, std::chrono::steady_clock::now() + exchange_deadline};
+        bounded_stream stream{sock, m_stop_fd, std::chrono::steady_clock::now() +
+                                                    std::chrono::milliseconds(exchange_deadline_ms.load(std::memory_order_relaxed))};
         bool connection_closed = false;
         ok = process_request(stream, /*close_connection=*/true, connection_closed, nullptr);
         ::shutdown(sock, SHUT_WR);  // the answer is complete: the client sees its end
@@ -239,6 +243,12 @@ int make_eventfd() {
 }
 
 }  // namespace
+
+namespace detail {
+std::chrono::milliseconds set_metrics_exchange_deadline(std::chrono::milliseconds deadline) noexcept {
+  return std::chrono::milliseconds(exchange_deadline_ms.exchange(deadline.count(), std::memory_order_relaxed));
+}
+}  // namespace detail
 
 struct metrics_server::impl {
   impl() : stop_fd{make_eventfd()}, server{stop_fd} {}

@@ -25,6 +25,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "metrics_server_detail.hpp"
 #include "pqxxpool/errors.hpp"
 #include "pqxxpool/pool.hpp"
 
@@ -206,6 +207,13 @@ TEST(metrics_server, a_client_that_trickles_a_request_for_ever_is_dropped) {
 }
 
 TEST(metrics_server, stop_returns_while_a_client_trickles_a_request) {
+  // With an hour per exchange, stop() returns within the wait below only if it ends the stalled
+  // exchange itself (the stop eventfd), not by waiting out the deadline.
+  const std::chrono::milliseconds saved = pqxxpool::detail::set_metrics_exchange_deadline(std::chrono::hours(1));
+  struct restore {
+    std::chrono::milliseconds value;
+    ~restore() { pqxxpool::detail::set_metrics_exchange_deadline(value); }
+  } restore_deadline{saved};
   pqxxpool::pool pool{idle_pool_config("trickle")};
   auto server = std::make_unique<pqxxpool::metrics_server>(std::vector<const pqxxpool::pool*>{&pool});
   auto slow = std::make_unique<trickling_client>(server->port());
