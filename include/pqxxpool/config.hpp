@@ -147,7 +147,9 @@ struct pool_config {
   milliseconds validate_after_idle{1'000};
 
   /// Bound on one validation round trip, and on the rollback of a connection returned inside a
-  /// transaction. Default 5 s; must be > 0.
+  /// transaction. Default 5 s; must be > 0. An acquire's own (shorter) timeout may end its wait
+  /// for a validation first: the caller then gets acquire_timeout_error, and the pool finishes that
+  /// round trip in the background within this bound, keeping the connection if it answers.
   milliseconds validation_timeout{5'000};
 
   /// Period of the background sweep that pings connections idle that long and tops up min_idle.
@@ -164,7 +166,8 @@ struct pool_config {
   double max_connect_rate = 0;
 
   /// Most threads waiting in acquire() at once; beyond it acquire() throws too_many_waiters at
-  /// once. Default 0 = unbounded.
+  /// once. acquire(0), which never queues, gets acquire_timeout_error instead. Default 0 =
+  /// unbounded.
   std::size_t max_waiting = 0;
 
   /// Where the pool logs (spdlog): connections opened and closed with the reason, failed

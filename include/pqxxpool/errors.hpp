@@ -42,7 +42,8 @@ class connect_error : public error {
 };
 
 /// acquire() gave up at its deadline. Carries how long it waited, a snapshot of the pool at that
-/// moment, and the pool's last connect error (empty if connects have been succeeding).
+/// moment, and the pool's last connect error while connects are failing (empty once a connect
+/// has succeeded since; pool::stats().last_error keeps the most recent failure regardless).
 class acquire_timeout_error : public error {
  public:
   acquire_timeout_error(std::chrono::milliseconds waited, pool_stats snapshot);
@@ -50,7 +51,8 @@ class acquire_timeout_error : public error {
   [[nodiscard]] std::chrono::milliseconds waited() const noexcept { return m_waited; }
   /// The pool's state when the acquire gave up. Never throws.
   [[nodiscard]] const pool_stats& snapshot() const noexcept { return m_snapshot; }
-  /// The pool's most recent connect failure, with its SQLSTATE; empty() if none. Never throws.
+  /// The pool's most recent connect failure, with its SQLSTATE, if the latest connect attempt
+  /// failed; empty() otherwise. Never throws.
   [[nodiscard]] const error_info& last_connect_error() const noexcept { return m_snapshot.last_error; }
 
  private:

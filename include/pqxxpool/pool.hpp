@@ -92,16 +92,19 @@ class pool {
   /// `where` (the caller's file:line by default) is kept only when leak detection is on.
   /// Thread-safe.
   [[nodiscard]] lease acquire(source_location where = source_location::current());
-  /// As acquire(), waiting at most timeout (0 = do not wait; a negative timeout counts as 0).
+  /// As acquire(), waiting at most timeout (0 = do not wait for a connection to come free; a
+  /// negative timeout counts as 0). An idle connection due for validation still gets its round
+  /// trip, bounded by validation_timeout when timeout is 0 and by timeout otherwise.
   [[nodiscard]] lease acquire(std::chrono::milliseconds timeout, source_location where = source_location::current());
   /// Borrows an idle connection if one can be had at once, else returns an empty lease.
-  /// Never waits for a connect (a stale idle connection may still get its validation round trip).
+  /// Never waits for a connection to come free or to be opened; an idle connection due for
+  /// validation still gets its round trip, which can take up to validation_timeout.
   /// Throws pool_closed. Thread-safe.
   [[nodiscard]] lease try_acquire(source_location where = source_location::current());
 
   /// Optional fail-fast at start-up: waits until min_idle connections are open (at least one when
-  /// min_idle is 0). Throws the last connect_error when that does not happen within timeout
-  /// (acquire_timeout_error if no connect has failed yet), pool_closed if closed. Thread-safe.
+  /// min_idle is 0). Throws the last connect_error when that does not happen within timeout while
+  /// connects are failing (acquire_timeout_error otherwise), pool_closed if closed. Thread-safe.
   void wait_ready(std::chrono::milliseconds timeout);
 
   /// A consistent snapshot of gauges, counters and histograms. Thread-safe; takes the lock briefly.

@@ -99,7 +99,7 @@ struct pool_stats {
   std::uint64_t closed_validation_failed = 0;  ///< closed because a validation round trip failed
   std::uint64_t closed_discarded = 0;       ///< closed by lease::discard()
   std::uint64_t evicted = 0;                ///< closed because evict_all() retired their generation
-  std::uint64_t rollbacks = 0;              ///< connections returned inside a transaction and rolled back
+  std::uint64_t rollbacks = 0;              ///< connections returned inside a transaction, for the pool to roll back (one whose ROLLBACK fails is closed and counted in closed_broken too)
   std::uint64_t leaks_suspected = 0;        ///< leases held past leak_detection_threshold (each counted once)
 
   // --- histograms ---------------------------------------------------------------------

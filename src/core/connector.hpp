@@ -26,6 +26,15 @@ class physical {
   virtual return_state check_return() noexcept = 0;
   /// One round trip (an empty query) bounded by deadline. False if it failed or timed out.
   virtual bool validate(time_point deadline) noexcept = 0;
+  /// Whether the last validate() returned false only because its deadline came while the round
+  /// trip was still in flight on a connection otherwise healthy (so not known to be bad). No I/O.
+  virtual bool validation_in_flight() noexcept { return false; }
+  /// Finishes the round trip validation_in_flight() reported, bounded by deadline: true if it
+  /// completed and the connection is usable; false otherwise (the connection is then closed).
+  virtual bool finish_validation(time_point deadline) noexcept {
+    (void)deadline;
+    return false;
+  }
   /// Rolls back an open transaction (bounded by deadline), then runs reset_hook if given.
   /// False if anything failed: the connection is then closed.
   virtual bool reset(time_point deadline, const std::function<void(connection&)>& reset_hook) noexcept = 0;

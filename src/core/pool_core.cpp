@@ -649,6 +649,15 @@ std::optional<pool_core::exhaustion_note> pool_core::exhaustion_report_due_locke
   return note;
 }
 
+pool_stats pool_core::timeout_snapshot_locked() const {
+  // pool_stats::last_error keeps the most recent failure for monitoring, with its time; an
+  // acquire_timeout_error carries it only while connects are failing (the latest attempt
+  // failed), so that exhaustion long after an outage is not blamed on it.
+  pool_stats s = snapshot_locked();
+  if (m_connect_failures_in_row == 0) s.last_error = {};
+  return s;
+}
+
 pool_stats pool_core::snapshot_locked() const {
   pool_stats st = m_stats;
   // Parked connections count as idle; their fast-path statistics are added here.
@@ -792,7 +801,7 @@ bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline) {
     --m_stats.acquires;
     doomed = put_back_locked(s, m_clock->coarse_now());
     ++m_stats.acquire_timeouts;
-    pool_stats snapshot = snapshot_locked();
+    pool_stats snapshot = timeout_snapshot_locked();
     lk.unlock();
     doomed.reset();
     throw acquire_timeout_error(std::chrono::milliseconds(0), std::move(snapshot));
@@ -817,22 +826,35 @@ bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline) {
     doomed = remove_slot_locked(s, close_reason::closed);
     throw pool_closed();
   }
+  if (vdeadline < now + m_cfg.validation_timeout && s->conn->validation_in_flight()) {
+    // The caller's deadline, shorter than validation_timeout, cut the round trip: the connection
+    // is not known to be bad (a slow network, a server busy for a moment). The maintenance
+    // thread finishes the round trip within validation_timeout and puts it back or closes it;
+    // it counts as in use until then, like a connection being reset. The caller times out.
+    s->leased = false;
+    s->finish_validation = true;
+    s->validation_until = now + m_cfg.validation_timeout;
+    m_reset_queue.push_back(s);  // reserved for max_size: no allocation under the lock
+    m_maint_cv.notify_one();
+    return false;
+  }
   doomed = remove_slot_locked(s, close_reason::validation_failed);
   return false;
 }
 
 slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point deadline,
                                doomed_list& doomed) {
+  const time_point start = m_clock->now();
+  if (start >= deadline) {  // acquire(0): do not queue at all, so max_waiting does not apply
+    if (total_locked() >= m_cfg.max_size) ++m_stats.pool_exhausted_count;
+    ++m_stats.acquire_timeouts;
+    throw acquire_timeout_error(std::chrono::milliseconds(0), timeout_snapshot_locked());
+  }
   if (m_cfg.max_waiting != 0 && m_waiting >= m_cfg.max_waiting) {
     ++m_stats.rejected_waiters;
     throw too_many_waiters(m_cfg.max_waiting);
   }
   if (total_locked() >= m_cfg.max_size) ++m_stats.pool_exhausted_count;
-  const time_point start = m_clock->now();
-  if (start >= deadline) {  // acquire(0): do not queue at all
-    ++m_stats.acquire_timeouts;
-    throw acquire_timeout_error(std::chrono::milliseconds(0), snapshot_locked());
-  }
   ++m_stats.waited_acquires;
   waiter w;
   w.enqueued_at = start;
@@ -899,7 +921,7 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
       ++m_stats.acquire_timeouts;
       if (connect_needed_locked()) wake_connectors_locked();
       throw acquire_timeout_error(std::chrono::duration_cast<std::chrono::milliseconds>(now - w.enqueued_at),
-                                  snapshot_locked());
+                                  timeout_snapshot_locked());
     }
     // Within its window (plus slack) a waiter sleeps no longer than that: a quick returner may
     // have parked a connection without waking anyone (see park()); by then this waiter is past
@@ -1014,10 +1036,12 @@ void pool_core::wait_ready(std::chrono::milliseconds timeout) {
     if (m_slots.size() >= m_cfg.min_idle) return;
     const time_point now = m_clock->now();
     if (now >= deadline) {
+      // The stored error only while connects are failing: one that a later connect made good
+      // would blame an old outage.
       const error_info& le = m_stats.last_error;
-      if (!le.empty()) throw connect_error(le.message, le.sqlstate);
+      if (!le.empty() && m_connect_failures_in_row > 0) throw connect_error(le.message, le.sqlstate);
       throw acquire_timeout_error(std::chrono::duration_cast<std::chrono::milliseconds>(now - start),
-                                  snapshot_locked());
+                                  timeout_snapshot_locked());
     }
     m_clock->wait_until(m_ready_cv, lk, deadline);
   }
@@ -1402,6 +1426,13 @@ void pool_core::maintenance_loop() {
       settle(s, ok, close_reason::validation_failed, true);
     }
     for (slot* s : resets) {
+      // finish_validation was set under m_mu before s was queued: the lock orders it before here.
+      if (s->finish_validation) {
+        s->finish_validation = false;
+        const bool ok = !closing() && s->conn->finish_validation(s->validation_until);
+        settle(s, ok, close_reason::validation_failed, false);
+        continue;
+      }
       const bool ok = !closing() && s->conn->reset(m_clock->now() + m_cfg.validation_timeout, m_cfg.reset);
       settle(s, ok, close_reason::broken, false);
     }

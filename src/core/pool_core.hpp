@@ -154,6 +154,10 @@ struct slot {
   std::atomic<std::uint64_t> fast_acquires{0};  // zero-wait acquires taken from a cell
   slot_histogram fast_usage;                     // usage of leases given back to a cell
   std::size_t home = 0;                          // owner; the cell it was last taken from
+  // Set (under m_mu) when a validation cut by a caller's short deadline is left for the
+  // maintenance thread to finish by validation_until, in m_reset_queue; read and cleared there.
+  bool finish_validation = false;
+  time_point validation_until{};
 };
 
 /// A thread blocked in acquire(). Lives on that thread's stack; linked into the FIFO queue.
@@ -266,6 +270,8 @@ class pool_core {
   void enqueue_locked(waiter& w) noexcept;
   void dequeue_locked(waiter& w) noexcept;
   pool_stats snapshot_locked() const;
+  /// snapshot_locked() for an acquire_timeout_error: last_error only while connects are failing.
+  pool_stats timeout_snapshot_locked() const;
   bool needs_validation(const slot& s, time_point coarse_now) const noexcept;
 
   // --- the acquire slow path ---------------------------------------------------------------

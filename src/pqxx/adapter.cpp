@@ -159,17 +159,21 @@ bool stop_requested(int stop_fd) noexcept {
 // (success, or a statement the server rejected), because restoring it earlier flushes unsent
 // output and could block. After a timeout or a lost connection the caller closes the connection,
 // and a non-blocking PQfinish cannot hang.
-bool round_trip(PGconn* conn, const char* sql, ExecStatusType expected, core::time_point deadline,
-                int stop_fd = -1, pgresult_ptr* first = nullptr) noexcept {
-  if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
-  if (PQsetnonblocking(conn, 1) != 0) return false;
-  if (PQsendQuery(conn, sql) == 0) return false;
-
+//
+// await_round_trip() is the part after PQsendQuery: flushing, then collecting the results. Cut
+// by its deadline it sets *timed_out and leaves the round trip in flight on a healthy connection,
+// so that a later call (with a later deadline) can finish it (pooled_physical::finish_validation).
+bool await_round_trip(PGconn* conn, ExecStatusType expected, core::time_point deadline, int stop_fd,
+                      pgresult_ptr* first, bool* timed_out) noexcept {
+  const auto ready = [&](wait_result r) {
+    if (r == wait_result::timed_out && timed_out != nullptr) *timed_out = true;
+    return r == wait_result::ready;
+  };
   // Flush as libpq documents for non-blocking mode: while output is pending, wait for either
   // direction, and consume input when readable so the server cannot deadlock us.
   for (int pending = PQflush(conn); pending != 0; pending = PQflush(conn)) {
     if (pending < 0) return false;
-    if (wait_socket(conn, POLLIN | POLLOUT, deadline, stop_fd) != wait_result::ready) return false;
+    if (!ready(wait_socket(conn, POLLIN | POLLOUT, deadline, stop_fd))) return false;
     if (PQconsumeInput(conn) == 0) return false;
   }
 
@@ -177,7 +181,7 @@ bool round_trip(PGconn* conn, const char* sql, ExecStatusType expected, core::ti
   bool ok = true;
   for (;;) {
     while (PQisBusy(conn) != 0) {
-      if (wait_socket(conn, POLLIN, deadline, stop_fd) != wait_result::ready) return false;
+      if (!ready(wait_socket(conn, POLLIN, deadline, stop_fd))) return false;
       if (PQconsumeInput(conn) == 0) return false;
     }
     pgresult_ptr res{PQgetResult(conn)};
@@ -193,6 +197,14 @@ bool round_trip(PGconn* conn, const char* sql, ExecStatusType expected, core::ti
   // block: a statement the server rejected leaves a usable connection behind.
   if (PQstatus(conn) != CONNECTION_OK || PQsetnonblocking(conn, 0) != 0) return false;
   return ok && matching == 1;
+}
+
+bool round_trip(PGconn* conn, const char* sql, ExecStatusType expected, core::time_point deadline,
+                int stop_fd = -1, pgresult_ptr* first = nullptr, bool* timed_out = nullptr) noexcept {
+  if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
+  if (PQsetnonblocking(conn, 1) != 0) return false;
+  if (PQsendQuery(conn, sql) == 0) return false;
+  return await_round_trip(conn, expected, deadline, stop_fd, first, timed_out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,7 +392,20 @@ class pooled_physical final : public core::physical {
   }
 
   bool validate(core::time_point deadline) noexcept override {
-    return round_trip(m_conn->handle(), "", PGRES_EMPTY_QUERY, deadline, m_stop_fd);
+    bool timed_out = false;
+    const bool ok = round_trip(m_conn->handle(), "", PGRES_EMPTY_QUERY, deadline, m_stop_fd, nullptr, &timed_out);
+    PGconn* const conn = m_conn->handle();
+    m_validation_in_flight = !ok && timed_out && conn != nullptr && PQstatus(conn) == CONNECTION_OK;
+    return ok;
+  }
+
+  bool validation_in_flight() noexcept override { return m_validation_in_flight; }
+
+  bool finish_validation(core::time_point deadline) noexcept override {
+    if (!std::exchange(m_validation_in_flight, false)) return false;
+    PGconn* const conn = m_conn->handle();
+    if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
+    return await_round_trip(conn, PGRES_EMPTY_QUERY, deadline, m_stop_fd, nullptr, nullptr);
   }
 
   bool reset(core::time_point deadline, const std::function<void(connection&)>& reset_hook) noexcept override {
@@ -433,6 +458,9 @@ class pooled_physical final : public core::physical {
   std::unique_ptr<pooled_connection> m_conn;  // its destructor closes the connection
   const int m_backend_pid;
   const int m_stop_fd;  // owned by the pool core, which outlives its connections
+  // The last validate() was cut by its deadline with its empty query still in flight on a healthy
+  // connection (the core calls one member at a time, so no lock).
+  bool m_validation_in_flight = false;
   const std::shared_ptr<hook_sockets> m_hooks;
   std::string m_failure;  // why reset() last returned false (the core calls one member at a time)
 };

@@ -402,6 +402,36 @@ TEST(pool_integration, closing_the_pool_ends_a_validation_in_flight) {
   EXPECT_EQ(s.total, 0u);
 }
 
+TEST(pool_integration, a_validation_cut_by_a_short_acquire_timeout_keeps_the_connection) {
+  // The backend stalls while an acquire(100ms) validates its connection (validation_timeout is an
+  // hour): the caller times out, but the connection is not known to be bad, so it is neither
+  // counted as failed nor closed; once the backend answers, it serves the next acquire.
+  pool_config cfg = app_config("itest_cut_validation");
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  cfg.validate_after_idle = 0ms;  // every acquire validates
+  cfg.validation_timeout = std::chrono::hours(1);
+  pool p{cfg};
+  p.wait_ready(20s);
+  int pid = 0;
+  {
+    lease c = p.acquire();
+    pid = c->backendpid();
+  }
+  {
+    stopped_backend frozen{pid};
+    ASSERT_TRUE(frozen.stopped()) << "could not stop backend " << pid;
+    EXPECT_THROW((void)p.acquire(100ms), acquire_timeout_error);
+  }  // resumed
+  lease c = p.acquire(60s);  // a bound, not a speed
+  EXPECT_EQ(c->backendpid(), pid) << "the stalled connection was replaced";
+  pqxx::nontransaction tx{*c};
+  EXPECT_EQ(tx.exec("SELECT 1")[0][0].as<int>(), 1);
+  const pool_stats s = p.stats();
+  EXPECT_EQ(s.closed_validation_failed, 0u);
+  EXPECT_EQ(s.connections_created, 1u);
+}
+
 /// A hook body that runs an hour-long query and records that it failed (as it must when close()
 /// interrupts it), then rethrows.
 void sleep_an_hour(connection& c, std::atomic<bool>& failed) {

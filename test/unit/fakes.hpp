@@ -116,6 +116,11 @@ struct fake_state {
   std::atomic<bool> broken{false};
   std::atomic<bool> dirty{false};
   std::atomic<bool> validate_ok{true};
+  // validate() is cut by its deadline with the round trip still in flight (a slow network): it
+  // returns false and validation_in_flight() true; finish_validation() then returns finish_ok.
+  std::atomic<bool> validate_in_flight{false};
+  std::atomic<bool> finish_ok{true};
+  std::atomic<int> finishes{0};
   std::atomic<int> validations{0};
   std::atomic<int> resets{0};
   std::atomic<bool> reset_fails{false};  // reset() fails as a throwing reset hook would
@@ -140,7 +145,14 @@ class fake_physical final : public core::physical {
   }
   bool validate(time_point) noexcept override {
     ++m_state->validations;
-    return !m_state->broken && m_state->validate_ok;
+    m_in_flight = !m_state->broken && m_state->validate_in_flight;
+    return !m_state->broken && m_state->validate_ok && !m_in_flight;
+  }
+  bool validation_in_flight() noexcept override { return m_in_flight; }
+  bool finish_validation(time_point) noexcept override {
+    ++m_state->finishes;
+    m_in_flight = false;
+    return !m_state->broken && m_state->finish_ok;
   }
   bool reset(time_point, const std::function<void(connection&)>&) noexcept override {
     ++m_state->resets;
@@ -155,6 +167,7 @@ class fake_physical final : public core::physical {
  private:
   std::shared_ptr<fake_state> m_state;
   std::atomic<int>& m_live;
+  bool m_in_flight = false;  // the core calls one member at a time
 };
 
 /// Connects instantly unless told to fail, to hold connects at a gate, or to take time.

@@ -161,8 +161,34 @@ TEST(pool_core, max_waiting_rejects_at_once) {
   ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));
   EXPECT_THROW((void)p.core->acquire(1000s), too_many_waiters);
   EXPECT_EQ(p.stats().rejected_waiters, 1u);
+  // acquire(0) never queues, so the bound on waiters does not concern it: it simply times out.
+  EXPECT_THROW((void)p.core->acquire(0ms), acquire_timeout_error);
+  EXPECT_EQ(p.stats().rejected_waiters, 1u);
   held.release();
   EXPECT_TRUE(first.get());
+}
+
+TEST(pool_core, an_acquire_timeout_does_not_blame_a_connect_error_made_good_since) {
+  fake_pool p(small_config(1, 1), [](fake_connector& c) { c.set_failure(true); });
+  ASSERT_TRUE(eventually([&] { return p.stats().connect_errors >= 1; }));
+  try {
+    (void)p.core->acquire(0ms);
+    ADD_FAILURE() << "acquired while every connect fails";
+  } catch (const acquire_timeout_error& e) {
+    EXPECT_EQ(e.last_connect_error().sqlstate, "28P01") << "connects are failing: the error says why";
+  }
+  p.connector->set_failure(false);
+  p.clock->advance(1h);  // past the connect backoff
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  lease held = p.core->acquire(1s);  // the pool is now merely exhausted
+  try {
+    (void)p.core->acquire(0ms);
+    ADD_FAILURE() << "acquired from an exhausted pool";
+  } catch (const acquire_timeout_error& e) {
+    EXPECT_TRUE(e.last_connect_error().empty()) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("connect error"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(p.stats().last_error.empty()) << "the statistics keep the most recent failure";
 }
 
 TEST(pool_core, lifetime_is_shortened_by_jitter_drawn_per_connection) {
@@ -555,6 +581,52 @@ TEST(pool_core, acquire_zero_still_validates_a_stale_connection_instead_of_dropp
   ASSERT_TRUE(l);
   EXPECT_EQ(state_of(l).validations.load(), 1);
   EXPECT_EQ(p.stats().closed_validation_failed, 0u);
+}
+
+TEST(pool_core, a_validation_cut_by_a_short_acquire_timeout_is_finished_not_counted_as_failed) {
+  // acquire(100ms) with validation_timeout 5 s: a round trip still in flight at the caller's
+  // deadline says nothing against the connection. It is finished in the background and kept.
+  pool_config cfg = small_config(1, 1);
+  cfg.validate_after_idle = 1s;
+  cfg.health_check_period = 0ms;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  std::shared_ptr<fake_state> st;
+  {
+    lease l = p.core->acquire(1s);
+    st = p.connector->made()[0];
+    st->validate_in_flight = true;  // its next validation is slow
+  }
+  p.clock->advance(2s);
+  lease l = p.core->acquire(100ms);  // handed the same connection once its round trip is in
+  ASSERT_TRUE(l);
+  EXPECT_EQ(&state_of(l), st.get());
+  EXPECT_EQ(st->finishes.load(), 1);
+  EXPECT_FALSE(st->closed.load());
+  EXPECT_EQ(p.stats().closed_validation_failed, 0u);
+  EXPECT_EQ(p.stats().connections_created, 1u);
+}
+
+TEST(pool_core, a_cut_validation_that_then_fails_closes_the_connection) {
+  pool_config cfg = small_config(1, 1);
+  cfg.validate_after_idle = 1s;
+  cfg.health_check_period = 0ms;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  std::shared_ptr<fake_state> st;
+  {
+    lease l = p.core->acquire(1s);
+    st = p.connector->made()[0];
+    st->validate_in_flight = true;
+    st->finish_ok = false;  // the server never answers
+  }
+  p.clock->advance(2s);
+  lease l = p.core->acquire(100ms);  // a replacement opens meanwhile and is handed over
+  ASSERT_TRUE(l);
+  EXPECT_EQ(st->finishes.load(), 1);
+  EXPECT_NE(&state_of(l), st.get()) << "the connection whose round trip never finished was closed";
+  EXPECT_TRUE(st->closed.load());
+  EXPECT_EQ(p.stats().closed_validation_failed, 1u);
 }
 
 TEST(pool_core, health_pings_do_not_open_extra_connections) {
