@@ -14,7 +14,7 @@ connect_error::connect_error(const std::string& message, std::string sqlstate)
     : error(message), m_sqlstate(std::move(sqlstate)) {}
 
 namespace {
-std::string timeout_message(std::chrono::milliseconds waited, const pool_stats& s) {
+std::string timeout_message(std::chrono::milliseconds waited, const pool_stats& s, const std::string& note) {
   std::string m = "pqxxpool: no connection available after waiting " + std::to_string(waited.count()) +
                   " ms (total " + std::to_string(s.total) + "/" + std::to_string(s.max_size) + ", idle " +
                   std::to_string(s.idle) + ", in use " + std::to_string(s.in_use) + ", connecting " +
@@ -24,12 +24,14 @@ std::string timeout_message(std::chrono::milliseconds waited, const pool_stats& 
     if (!s.last_error.sqlstate.empty()) m += " [" + s.last_error.sqlstate + "]";
     m += ": " + s.last_error.message;
   }
+  if (!note.empty()) m += "; " + note;
   return m;
 }
 }  // namespace
 
-acquire_timeout_error::acquire_timeout_error(std::chrono::milliseconds waited, pool_stats snapshot)
-    : error(timeout_message(waited, snapshot)), m_waited(waited), m_snapshot(std::move(snapshot)) {}
+acquire_timeout_error::acquire_timeout_error(std::chrono::milliseconds waited, pool_stats snapshot,
+                                             const std::string& note)
+    : error(timeout_message(waited, snapshot, note)), m_waited(waited), m_snapshot(std::move(snapshot)) {}
 
 pool_closed::pool_closed() : error("pqxxpool: the pool is closed") {}
 

@@ -46,8 +46,11 @@ class connect_error : public error {
 /// has succeeded since; pool::stats().last_error keeps the most recent failure regardless).
 class acquire_timeout_error : public error {
  public:
-  acquire_timeout_error(std::chrono::milliseconds waited, pool_stats snapshot);
-  /// How long the acquire waited before giving up. Never throws.
+  /// note: appended to the message when not empty (why the wait ended as it did).
+  acquire_timeout_error(std::chrono::milliseconds waited, pool_stats snapshot, const std::string& note = {});
+  /// How long the acquire waited before giving up: its time in the queue, or, when a validation
+  /// round trip that failed or did not finish took the time (the message then says so), the time
+  /// since the acquire began. Never throws.
   [[nodiscard]] std::chrono::milliseconds waited() const noexcept { return m_waited; }
   /// The pool's state when the acquire gave up. Never throws.
   [[nodiscard]] const pool_stats& snapshot() const noexcept { return m_snapshot; }

@@ -725,6 +725,8 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
     // Retired or due for validation: finish under the lock like a connection popped from m_idle.
   }
   std::optional<time_point> deadline;  // read from the precise clock only off the fast path
+  time_point started{};                // when deadline was set: the time an error reports
+  bool validation_lost = false;        // a connection this acquire took failed its validation
   for (;;) {
     doomed_list doomed;  // declared before the lock: closed after unlock
     const time_point coarse_now = m_clock->coarse_now();
@@ -741,8 +743,16 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
       } else if ((exhausted = exhaustion_report_due_locked(coarse_now))) {
         // Logged outside the lock; then this acquire starts over (and is counted then).
       } else {
-        if (!deadline) deadline = deadline_after(m_clock->now(), timeout);
-        s = wait_for_slot(lk, *deadline, doomed);
+        if (!deadline) deadline = deadline_after(started = m_clock->now(), timeout);
+        try {
+          s = wait_for_slot(lk, *deadline, doomed);
+        } catch (const acquire_timeout_error& e) {
+          if (!validation_lost) throw;
+          // The time went on a round trip, not in the queue: say so, and count all of it.
+          throw acquire_timeout_error(std::chrono::duration_cast<std::chrono::milliseconds>(m_clock->now() - started),
+                                      e.snapshot(),
+                                      "an idle connection's validation round trip failed or did not finish in time");
+        }
         mark_leased_locked(s, m_cfg.precise_usage_timing ? m_clock->now() : m_clock->coarse_now(), where);
         validate = needs_validation(*s, m_clock->coarse_now());  // time passed while waiting
       }
@@ -760,8 +770,8 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
     if (!validate) return lease(this, s);
     // The round trip counts against the caller's deadline; acquire(0) ("do not wait for a
     // connection to come free") still allows one validation round trip, like try_acquire().
-    if (!deadline) deadline = deadline_after(m_clock->now(), timeout);
-    if (validate_and_keep(s, timeout.count() > 0 ? deadline : std::nullopt)) return lease(this, s);
+    if (!deadline) deadline = deadline_after(started = m_clock->now(), timeout);
+    if (validate_and_keep(s, timeout.count() > 0 ? deadline : std::nullopt, &validation_lost)) return lease(this, s);
     // The connection failed validation and was closed (or retired meanwhile): try again within
     // the same deadline.
   }
@@ -790,7 +800,7 @@ lease pool_core::try_acquire(source_location where) {
   }
 }
 
-bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline) {
+bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline, bool* failed) {
   // Runs on the caller's thread, outside the lock, within the caller's deadline.
   const time_point now = m_clock->now();
   retired doomed;
@@ -826,6 +836,7 @@ bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline) {
     doomed = remove_slot_locked(s, close_reason::closed);
     throw pool_closed();
   }
+  if (failed != nullptr) *failed = true;
   if (vdeadline < now + m_cfg.validation_timeout && s->conn->validation_in_flight()) {
     // The caller's deadline, shorter than validation_timeout, cut the round trip: the connection
     // is not known to be bad (a slow network, a server busy for a moment). The maintenance

@@ -278,7 +278,9 @@ class pool_core {
   slot* wait_for_slot(std::unique_lock<std::mutex>& lk, time_point deadline,
                       doomed_list& doomed);
   /// Validates a taken slot outside the lock; on failure closes it and returns false.
-  bool validate_and_keep(slot* s, std::optional<time_point> deadline);
+  /// *failed (when given) is set if false came from a failed or unfinished round trip rather
+  /// than from the connection retiring meanwhile.
+  bool validate_and_keep(slot* s, std::optional<time_point> deadline, bool* failed = nullptr);
 
   // --- background threads ----------------------------------------------------------------
   void connect_loop();

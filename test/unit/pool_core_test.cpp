@@ -607,6 +607,35 @@ TEST(pool_core, a_validation_cut_by_a_short_acquire_timeout_is_finished_not_coun
   EXPECT_EQ(p.stats().connections_created, 1u);
 }
 
+TEST(pool_core, an_acquire_that_lost_its_time_to_a_failed_validation_says_so) {
+  pool_config cfg = small_config(1, 1);
+  cfg.validate_after_idle = 1s;
+  cfg.health_check_period = 0ms;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  {
+    lease l = p.core->acquire(1s);
+    state_of(l).validate_ok = false;  // dies while idle
+  }
+  p.connector->close_gate();  // its replacement does not come in time
+  p.clock->advance(2s);
+  auto result = std::async(std::launch::async, [&]() -> std::pair<std::string, std::chrono::milliseconds> {
+    try {
+      (void)p.core->acquire(100ms);
+      return {"acquired", 0ms};
+    } catch (const acquire_timeout_error& e) {
+      return {e.what(), e.waited()};
+    }
+  });
+  const bool queued = eventually([&] { return p.stats().waiting == 1; });
+  p.clock->advance(200ms);  // before any ASSERT: the acquire must end for the test to end
+  ASSERT_TRUE(queued);
+  const auto [what, waited] = result.get();
+  EXPECT_NE(what.find("validation round trip failed or did not finish in time"), std::string::npos) << what;
+  EXPECT_EQ(waited, 200ms) << "counted from the acquire's start, the round trip included";
+  p.connector->open_gate();
+}
+
 TEST(pool_core, a_cut_validation_that_then_fails_closes_the_connection) {
   pool_config cfg = small_config(1, 1);
   cfg.validate_after_idle = 1s;
