@@ -373,20 +373,27 @@ class stopped_backend {
 // validation_timeout (here an hour) against a server that stopped answering: the acquire that
 // was validating fails with pool_closed at once, and the connection is not counted as failing
 // validation (the pool closed it).
-TEST(pool_integration, closing_the_pool_ends_a_validation_in_flight) {
-  pool_config cfg = app_config("itest_close_validation");
+/// One connection, validated on every acquire, each round trip allowed an hour.
+pool_config one_connection_validated_every_time(const std::string& name) {
+  pool_config cfg = app_config(name);
   cfg.max_size = 1;
   cfg.min_idle = 1;
-  cfg.validate_after_idle = 0ms;  // every acquire validates
+  cfg.validate_after_idle = 0ms;
   cfg.validation_timeout = std::chrono::hours(1);
   cfg.acquire_timeout = std::chrono::hours(2);
-  pool p{cfg};
+  return cfg;
+}
+
+/// The backend pid of the pool's only connection, once it is open.
+int backend_of_the_one_connection(pool& p) {
   p.wait_ready(20s);
-  int pid = 0;
-  {
-    lease c = p.acquire();
-    pid = c->backendpid();
-  }
+  lease c = p.acquire();
+  return c->backendpid();
+}
+
+TEST(pool_integration, closing_the_pool_ends_a_validation_in_flight) {
+  pool p{one_connection_validated_every_time("itest_close_validation")};
+  const int pid = backend_of_the_one_connection(p);
   stopped_backend frozen{pid};
   ASSERT_TRUE(frozen.stopped()) << "could not stop backend " << pid;
   auto acquiring = std::async(std::launch::async, [&p] { lease c = p.acquire(); });
@@ -406,18 +413,8 @@ TEST(pool_integration, a_validation_cut_by_a_short_acquire_timeout_keeps_the_con
   // The backend stalls while an acquire(100ms) validates its connection (validation_timeout is an
   // hour): the caller times out, but the connection is not known to be bad, so it is neither
   // counted as failed nor closed; once the backend answers, it serves the next acquire.
-  pool_config cfg = app_config("itest_cut_validation");
-  cfg.max_size = 1;
-  cfg.min_idle = 1;
-  cfg.validate_after_idle = 0ms;  // every acquire validates
-  cfg.validation_timeout = std::chrono::hours(1);
-  pool p{cfg};
-  p.wait_ready(20s);
-  int pid = 0;
-  {
-    lease c = p.acquire();
-    pid = c->backendpid();
-  }
+  pool p{one_connection_validated_every_time("itest_cut_validation")};
+  const int pid = backend_of_the_one_connection(p);
   {
     stopped_backend frozen{pid};
     ASSERT_TRUE(frozen.stopped()) << "could not stop backend " << pid;

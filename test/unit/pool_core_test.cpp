@@ -552,11 +552,23 @@ TEST(pool_core, broken_and_discarded_connections_are_closed) {
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 2 && p.connector->live.load() == 2; }));
 }
 
-TEST(pool_core, stale_idle_connection_is_validated_and_replaced_when_dead) {
+/// One connection, validated when idle for 1 s or more, no background pings: each test below
+/// makes it stale with clock->advance(2s) and decides how its validation goes.
+pool_config one_validated_connection() {
   pool_config cfg = small_config(1, 1);
   cfg.validate_after_idle = 1s;
   cfg.health_check_period = 0ms;
-  fake_pool p(cfg);
+  return cfg;
+}
+
+/// The state of the pool's only connection (taken and given back once, so no longer fresh).
+std::shared_ptr<fake_state> its_connection(fake_pool& p) {
+  lease l = p.core->acquire(1s);
+  return p.connector->made()[0];
+}
+
+TEST(pool_core, stale_idle_connection_is_validated_and_replaced_when_dead) {
+  fake_pool p(one_validated_connection());
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
   {
     lease l = p.core->acquire(1s);
@@ -571,10 +583,7 @@ TEST(pool_core, stale_idle_connection_is_validated_and_replaced_when_dead) {
 }
 
 TEST(pool_core, acquire_zero_still_validates_a_stale_connection_instead_of_dropping_it) {
-  pool_config cfg = small_config(1, 1);
-  cfg.validate_after_idle = 1s;
-  cfg.health_check_period = 0ms;
-  fake_pool p(cfg);
+  fake_pool p(one_validated_connection());
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
   p.clock->advance(2s);
   lease l = p.core->acquire(0ms);
@@ -586,17 +595,10 @@ TEST(pool_core, acquire_zero_still_validates_a_stale_connection_instead_of_dropp
 TEST(pool_core, a_validation_cut_by_a_short_acquire_timeout_is_finished_not_counted_as_failed) {
   // acquire(100ms) with validation_timeout 5 s: a round trip still in flight at the caller's
   // deadline says nothing against the connection. It is finished in the background and kept.
-  pool_config cfg = small_config(1, 1);
-  cfg.validate_after_idle = 1s;
-  cfg.health_check_period = 0ms;
-  fake_pool p(cfg);
+  fake_pool p(one_validated_connection());
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
-  std::shared_ptr<fake_state> st;
-  {
-    lease l = p.core->acquire(1s);
-    st = p.connector->made()[0];
-    st->validate_in_flight = true;  // its next validation is slow
-  }
+  const std::shared_ptr<fake_state> st = its_connection(p);
+  st->validate_in_flight = true;  // its next validation is slow
   p.clock->advance(2s);
   lease l = p.core->acquire(100ms);  // handed the same connection once its round trip is in
   ASSERT_TRUE(l);
@@ -608,15 +610,9 @@ TEST(pool_core, a_validation_cut_by_a_short_acquire_timeout_is_finished_not_coun
 }
 
 TEST(pool_core, an_acquire_that_lost_its_time_to_a_failed_validation_says_so) {
-  pool_config cfg = small_config(1, 1);
-  cfg.validate_after_idle = 1s;
-  cfg.health_check_period = 0ms;
-  fake_pool p(cfg);
+  fake_pool p(one_validated_connection());
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
-  {
-    lease l = p.core->acquire(1s);
-    state_of(l).validate_ok = false;  // dies while idle
-  }
+  its_connection(p)->validate_ok = false;  // dies while idle
   p.connector->close_gate();  // its replacement does not come in time
   p.clock->advance(2s);
   auto result = std::async(std::launch::async, [&]() -> std::pair<std::string, std::chrono::milliseconds> {
@@ -637,18 +633,11 @@ TEST(pool_core, an_acquire_that_lost_its_time_to_a_failed_validation_says_so) {
 }
 
 TEST(pool_core, a_cut_validation_that_then_fails_closes_the_connection) {
-  pool_config cfg = small_config(1, 1);
-  cfg.validate_after_idle = 1s;
-  cfg.health_check_period = 0ms;
-  fake_pool p(cfg);
+  fake_pool p(one_validated_connection());
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
-  std::shared_ptr<fake_state> st;
-  {
-    lease l = p.core->acquire(1s);
-    st = p.connector->made()[0];
-    st->validate_in_flight = true;
-    st->finish_ok = false;  // the server never answers
-  }
+  const std::shared_ptr<fake_state> st = its_connection(p);
+  st->validate_in_flight = true;
+  st->finish_ok = false;  // the server never answers
   p.clock->advance(2s);
   lease l = p.core->acquire(100ms);  // a replacement opens meanwhile and is handed over
   ASSERT_TRUE(l);
