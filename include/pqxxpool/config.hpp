@@ -204,7 +204,9 @@ struct pool_config {
   /// trade-off is measured in docs/benchmarks.md); 0 = strict FIFO hand-off; at most 1 min.
   std::chrono::microseconds fairness_window{3000};
 
-  /// First delay after a failed connect; doubles on each further failure. Default 100 ms; > 0.
+  /// First delay after a failed connect; doubles on each further failure. Connects that were in
+  /// flight together (up to max_connecting) and fail together count as one failure here. Default
+  /// 100 ms; > 0.
   milliseconds connect_backoff_initial{100};
 
   /// Cap of the connect backoff; connects are retried at this pace forever while needed.

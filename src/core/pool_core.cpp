@@ -760,7 +760,7 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
     doomed.clear();
     if (exhausted) {
       m_log->logger->warn(
-          "pqxxpool[{}]: pool exhausted: at max_size {} ({} in use, {} connecting), {} threads waiting; "
+          "pqxxpool[{}]: pool exhausted: at max_size {} ({} in use, {} connecting), {} threads already waiting; "
           "exhausted acquires since the previous report, this one included: {} (reported at most every {} s)",
           m_log->pool, exhausted->max_size, exhausted->in_use, exhausted->connecting, exhausted->waiting,
           exhausted->since_last,
@@ -1154,6 +1154,9 @@ void pool_core::connect_loop() {
       continue;
     }
     if (m_connect_spacing > duration::zero()) m_next_rate_at = start + m_connect_spacing;
+    // Failures recorded before this attempt started: if another attempt fails while this one
+    // runs, the two were one wave against the same outage and double the backoff once.
+    const std::uint64_t errors_at_start = m_stats.connect_errors;
     ++m_connecting;
     refresh_gate_locked();  // total rose: perhaps to max_size
     const std::uint64_t generation = this->generation();
@@ -1256,9 +1259,16 @@ void pool_core::connect_loop() {
       ++m_connect_failures_in_row;
       failure.time = std::chrono::system_clock::now();
       m_stats.last_error = failure;  // copied: `failure` is logged below, after unlocking
-      m_next_connect_at = done + m_backoff;
-      retry_in = m_backoff;
-      m_backoff = std::min<duration>(m_backoff * 2, m_cfg.connect_backoff_max);
+      if (m_stats.connect_errors == errors_at_start + 1) {
+        // The first failure since this attempt started: the next attempt waits one backoff
+        // step, and the step after it doubles.
+        m_next_connect_at = done + m_backoff;
+        m_backoff = std::min<duration>(m_backoff * 2, m_cfg.connect_backoff_max);
+      }
+      // Otherwise an attempt running alongside this one failed first and already set the time
+      // of the next attempt and doubled the step: doubling again for the same outage would make
+      // recovery wait twice as long as one step (max_connecting workers failing together).
+      retry_in = m_next_connect_at > done ? m_next_connect_at - done : duration::zero();
     }
     refresh_gate_locked();  // a failed or discarded connect lowered total
     m_ready_cv.notify_all();

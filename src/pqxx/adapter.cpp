@@ -376,18 +376,25 @@ class pooled_physical final : public core::physical {
         m_hooks{std::move(hooks)} {}
 
   core::return_state check_return() noexcept override {
+    // The reason noted here ends the pool's "closing connection …: broken" line.
     PGconn* const conn = m_conn->handle();
-    if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return core::return_state::broken;
+    if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
+      note_failure("the connection was lost");
+      return core::return_state::broken;
+    }
     switch (PQtransactionStatus(conn)) {
       case PQTRANS_IDLE:
         return core::return_state::clean;
       case PQTRANS_INTRANS:
       case PQTRANS_INERROR:
         return core::return_state::dirty;
-      case PQTRANS_ACTIVE:   // a query still running: its results would reach the next user
+      case PQTRANS_ACTIVE:  // a query still running: its results would reach the next user
+        note_failure("given back with a query still running (an unfinished pipeline or asynchronous query)");
+        return core::return_state::broken;
       case PQTRANS_UNKNOWN:  // connection bad
         break;
     }
+    note_failure("the connection was lost");
     return core::return_state::broken;
   }
 
@@ -462,7 +469,7 @@ class pooled_physical final : public core::physical {
   // connection (the core calls one member at a time, so no lock).
   bool m_validation_in_flight = false;
   const std::shared_ptr<hook_sockets> m_hooks;
-  std::string m_failure;  // why reset() last returned false (the core calls one member at a time)
+  std::string m_failure;  // why check_return() said broken or reset() failed (one member at a time)
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include <pqxx/pipeline>
 #include <spdlog/sinks/ringbuffer_sink.h>
 
 #include "../unit/scoped_env.hpp"
@@ -159,6 +160,36 @@ TEST(pool_integration, a_terminated_connection_is_never_silently_reopened) {
   pqxx::nontransaction tx{*again};
   EXPECT_NE(tx.exec("SELECT pg_backend_pid()")[0][0].as<int>(), pid);
   EXPECT_EQ(p.stats().connections_created, 2u);
+}
+
+// libpqxx 6.4's pipeline, ended with a query still out, asks the server to cancel it and
+// leaves its results unread: libpq is still busy when the lease ends. The pool must not hand
+// that connection on (the next user would read the old results), and its log line must say why.
+TEST(pool_integration, a_connection_given_back_with_a_query_still_running_is_closed_and_says_why) {
+  pool_config cfg = app_config("itest_busy_return");
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  auto ring = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
+  cfg.logger = std::make_shared<spdlog::logger>("itest_busy_return", ring);
+  pool p{cfg};
+  p.wait_ready(20s);
+  int pid = 0;
+  {
+    lease c = p.acquire();
+    pid = c->backendpid();
+    pqxx::nontransaction tx{*c};
+    pqxx::pipeline pipe{tx};
+    pipe.insert("SELECT pg_sleep(0.2)");
+    pipe.resume();  // sent now, its result never read
+  }
+  EXPECT_EQ(p.stats().closed_broken, 1u);
+  std::string log;
+  for (const std::string& line : ring->last_formatted()) log += line;
+  EXPECT_NE(log.find("broken (lost, or a rollback/reset failed) after"), std::string::npos) << log;
+  EXPECT_NE(log.find("given back with a query still running"), std::string::npos) << log;
+  lease again = p.acquire();
+  pqxx::nontransaction tx{*again};
+  EXPECT_NE(tx.exec("SELECT pg_backend_pid()")[0][0].as<int>(), pid);
 }
 
 TEST(pool_integration, pool_recovers_by_itself_after_a_server_restart_under_load) {

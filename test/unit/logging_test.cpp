@@ -148,7 +148,7 @@ TEST(logging, exhaustion_is_a_warning_at_most_once_per_ten_seconds_with_the_coun
   ASSERT_TRUE(held);
   for (int i = 0; i < 5; ++i) EXPECT_THROW((void)p->core->acquire(0ms), acquire_timeout_error);
   EXPECT_EQ(p->stats().pool_exhausted_count, 5u);
-  EXPECT_EQ(p.sink->count(spdlog::level::warn, "pool exhausted: at max_size 1 (1 in use, 0 connecting), 0 threads waiting"), 1u)
+  EXPECT_EQ(p.sink->count(spdlog::level::warn, "pool exhausted: at max_size 1 (1 in use, 0 connecting), 0 threads already waiting"), 1u)
       << p.sink->dump();
   p->clock->advance(10s);
   EXPECT_THROW((void)p->core->acquire(0ms), acquire_timeout_error);

@@ -489,6 +489,34 @@ TEST(pool_core, failed_connects_back_off_exponentially_up_to_the_cap) {
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
 }
 
+TEST(pool_core, connects_failing_together_double_the_backoff_once) {
+  // Two connect workers fail against the same outage at the same moment: one wave, one step.
+  pool_config cfg = small_config(2, 2);
+  cfg.max_connecting = 2;
+  cfg.connect_backoff_initial = 100ms;
+  cfg.connect_backoff_max = 10s;
+  fake_pool p(cfg, [](fake_connector& c) {
+    c.set_failure(true);
+    c.close_gate();
+  });
+  ASSERT_TRUE(eventually([&] { return p.connector->in_flight() == 2; }));
+  const time_point failed_at = p.clock->now();
+  p.connector->open_gate();  // both fail now, at the same fake time
+  ASSERT_TRUE(eventually([&] { return p.stats().connect_errors == 2; }));
+  // The next attempt comes one initial step later (not two doublings, 200 ms) ...
+  ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(failed_at + 100ms); }));
+  p.connector->close_gate();
+  p.clock->advance(100ms);
+  ASSERT_TRUE(eventually([&] { return p.connector->in_flight() == 2; }));
+  p.connector->open_gate();
+  ASSERT_TRUE(eventually([&] { return p.stats().connect_errors == 4; }));
+  // ... and the wave after it waits 200 ms (not 800 ms).
+  ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(failed_at + 100ms + 200ms); }));
+  p.connector->set_failure(false);
+  p.clock->advance(200ms);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+}
+
 TEST(pool_core, max_connect_rate_spaces_connect_starts) {
   pool_config cfg = small_config(4, 4);
   cfg.max_connect_rate = 10;  // one start per 100 ms
