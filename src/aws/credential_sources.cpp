@@ -348,11 +348,17 @@ std::optional<credentials> parse_json_credentials(std::string_view json, const c
 
 }  // namespace
 
+void refuse_expired(const credentials& c, const std::string& source) {
+  if (c.expiration && *c.expiration <= system_clock::now())
+    throw token_error(source, "gave temporary credentials that expired at " + amz_date(*c.expiration));
+}
+
 credentials credentials_from_json(std::string_view json, const char* token_key, bool version_1,
                                   const std::string& source) {
   std::string why;
   std::optional<credentials> c = parse_json_credentials(json, token_key, version_1, why);
   if (!c) throw token_error(source, why);
+  refuse_expired(*c, source);
   return std::move(*c);
 }
 
@@ -420,6 +426,7 @@ credentials web_identity_credentials(const web_identity_settings& settings) {
   c.session_token = field("SessionToken");
   c.expiration = parse_iso8601(field("Expiration"));
   if (!c.expiration) throw token_error(source, where + ": the response's Expiration is not an ISO 8601 time");
+  refuse_expired(c, source);
   return c;
 }
 
@@ -647,6 +654,8 @@ std::optional<credentials> instance_metadata_credentials(std::vector<std::string
   std::string why;
   std::optional<credentials> c = parse_json_credentials(creds->body, "Token", false, why);
   if (!c) return fail("role " + role + ": " + why);
+  if (c->expiration && *c->expiration <= system_clock::now())
+    return fail("role " + role + ": gave temporary credentials that expired at " + amz_date(*c->expiration));
   return c;
 }
 

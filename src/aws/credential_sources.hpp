@@ -32,10 +32,18 @@ namespace pqxxpool::aws::detail {
 /// A tolerant extractor for STS's small responses, not an XML parser. Throws std::bad_alloc only.
 [[nodiscard]] std::optional<std::string> xml_element(std::string_view xml, std::string_view tag);
 
+/// Throws token_error(source, "gave temporary credentials that expired at …") when c has an
+/// expiration that has passed: botocore refuses such credentials too, and the source is the one
+/// to fix (a stale AWS_CREDENTIAL_EXPIRATION, a credential_process printing old keys). Checked
+/// where each source hands credentials out, so that the error names the link of the chain rather
+/// than failing later, in the signer, as plain "credentials".
+void refuse_expired(const credentials& c, const std::string& source);
+
 /// Credentials from the JSON the container endpoint, the instance metadata service and a
 /// credential_process print: AccessKeyId, SecretAccessKey, <token_key> ("Token" or
 /// "SessionToken"), Expiration (ISO 8601). With version_1 the object must have "Version": 1.
-/// Throws token_error(source, …) naming the missing or malformed field (never a value).
+/// Throws token_error(source, …) naming the missing or malformed field (never a value), or when
+/// the credentials have expired already (refuse_expired).
 [[nodiscard]] credentials credentials_from_json(std::string_view json, const char* token_key, bool version_1,
                                                 const std::string& source);
 

@@ -268,6 +268,7 @@ credentials environment_credentials::get() {
     c.expiration = detail::parse_iso8601(expiration);
     if (!c.expiration)
       throw token_error(name(), "AWS_CREDENTIAL_EXPIRATION is not an ISO 8601 time (e.g. 2024-05-01T12:00:00Z)");
+    detail::refuse_expired(c, name());
   }
   return c;
 }

@@ -15,6 +15,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <arpa/inet.h>
@@ -299,6 +301,38 @@ TEST_F(credentials_chain, environment_beats_the_files) {
   EXPECT_EQ(c.access_key_id, "AKIDfile");
   EXPECT_EQ(c.secret_access_key, "SECRETfile");
   EXPECT_FALSE(c.expiration.has_value());
+}
+
+TEST_F(credentials_chain, expired_credentials_are_refused_naming_the_source_that_gave_them) {
+  // No token can be signed with them; the error must say which link of the chain handed them out
+  // (before: the signer's token_error said only "credentials").
+  auto source_of_error = [](aws::credentials_provider& p) -> std::pair<std::string, std::string> {
+    try {
+      (void)p.get();
+    } catch (const token_error& e) {
+      return {e.source(), e.what()};
+    }
+    return {"(no error)", ""};
+  };
+  set("AWS_ACCESS_KEY_ID", "ASIAenv");
+  set("AWS_SECRET_ACCESS_KEY", "SECRETenv");
+  set("AWS_SESSION_TOKEN", "TOKENenv");
+  set("AWS_CREDENTIAL_EXPIRATION", "2020-01-02T03:04:05Z");
+  const auto chain = aws::default_credentials_chain();
+  auto [source, what] = source_of_error(*chain);
+  EXPECT_EQ(source, "environment");
+  EXPECT_TRUE(contains(what, "gave temporary credentials that expired at 20200102T030405Z")) << what;
+  expect_no_secret(what);
+
+  set("AWS_ACCESS_KEY_ID", nullptr);
+  write_config(
+      "[default]\n"
+      "credential_process = printf '{\"Version\": 1, \"AccessKeyId\": \"ASIAproc\", \"SecretAccessKey\": "
+      "\"SECRETproc\", \"SessionToken\": \"TOKENproc\", \"Expiration\": \"2020-01-02T03:04:05Z\"}'\n");
+  std::tie(source, what) = source_of_error(*chain);
+  EXPECT_EQ(source, "credential_process (profile 'default')");
+  EXPECT_TRUE(contains(what, "expired at 20200102T030405Z")) << what;
+  expect_no_secret(what);
 }
 
 TEST_F(credentials_chain, incomplete_environment_keys_stop_the_chain) {

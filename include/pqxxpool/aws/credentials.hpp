@@ -89,7 +89,7 @@ class environment_credentials final : public credentials_provider {
   environment_credentials() = default;
   /// The credentials in the environment. Throws token_error naming the variables when
   /// AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is unset or empty, or AWS_CREDENTIAL_EXPIRATION
-  /// is not an ISO 8601 time; std::bad_alloc.
+  /// is not an ISO 8601 time or has passed; std::bad_alloc.
   [[nodiscard]] credentials get() override;
   /// "environment". Throws std::bad_alloc only.
   [[nodiscard]] std::string name() const override;
@@ -194,7 +194,10 @@ struct chain_options {
 /// STS refusing, credential_process exiting non-zero, the container endpoint failing) stops the
 /// chain with its token_error, as in botocore. Instance metadata failing is a skip. When nothing
 /// gives credentials, the token_error (source "credentials chain") lists every source tried and
-/// why each did not apply — paths, variable names, URLs and statuses, never a secret.
+/// why each did not apply — paths, variable names, URLs and statuses, never a secret. Temporary
+/// credentials that have expired already are refused where they come from, as botocore does:
+/// token_error whose source() names the link ("environment", "credential_process (profile
+/// 'dev')", "web identity", "container (…)"); from instance metadata, a skip with that reason.
 ///
 /// Every get() walks the chain afresh (files re-read, STS or the endpoints asked again): wrap the
 /// result in a caching_provider, as dsql::make_pool does. HTTP goes through libcurl; the container
