@@ -75,6 +75,10 @@ void pool_config::validate() const {
                                                   std::to_string(connect_backoff_max.count()) + " ms");
   if (!(max_connect_rate >= 0.0))  // also rejects NaN
     throw config_error("max_connect_rate", "must be >= 0 connects per second (0 = unlimited)");
+  // The spacing 1/rate is added to time points like the durations above: at most 10 years.
+  if (max_connect_rate > 0.0 && 1.0 / max_connect_rate > std::chrono::duration<double>(longest).count())
+    throw config_error("max_connect_rate", "must be 0 (unlimited) or at least one connect per 10 years "
+                                           "(about 3.2e-09 per second)");
   if (fairness_window.count() < 0 || fairness_window > std::chrono::minutes(1))
     throw config_error("fairness_window", "must be in [0, 60000000] us (0 to 1 min), got " +
                                               std::to_string(fairness_window.count()) + " us");

@@ -33,9 +33,11 @@ verdict classify(const std::exception_ptr& error, bool idempotent) {
   try {
     std::rethrow_exception(error);
   } catch (const pqxx::in_doubt_error&) {
-    return idempotent ? verdict::retry_and_discard : verdict::rethrow;
+    // The connection broke during COMMIT. Given back, not discarded: the pool sees it lost and
+    // closes it as broken (closed_broken, where a monitor looks for lost connections).
+    return idempotent ? verdict::retry : verdict::rethrow;
   } catch (const pqxx::broken_connection&) {
-    return verdict::retry_and_discard;  // not committed: the whole transaction runs again
+    return verdict::retry;  // not committed: the whole transaction runs again (lost: as above)
   } catch (const pqxx::serialization_failure& e) {
     return mentions(e.what(), "OC001") ? verdict::retry_and_discard : verdict::retry;
   } catch (const pqxx::sql_error& e) {

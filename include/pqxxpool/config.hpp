@@ -106,7 +106,8 @@ struct pool_config {
   std::size_t min_idle = 2;
 
   /// How long acquire() waits for a connection. Default 30 s; 0 means do not wait (throw
-  /// acquire_timeout_error at once if none is idle).
+  /// acquire_timeout_error at once if none is idle, and open one in the background while below
+  /// max_size); milliseconds::max() waits for ever.
   milliseconds acquire_timeout{30'000};
 
   /// Deadline for one physical connect (TCP, TLS, authentication, after_connect excluded).
@@ -162,7 +163,7 @@ struct pool_config {
 
   /// Most physical connects started per second (a minimum spacing of 1/rate between starts),
   /// e.g. to stay under Aurora DSQL's 100 new connections per second. Default 0 = unlimited;
-  /// must be ≥ 0.
+  /// else at least one per 10 years (about 3.2e-9), so that the spacing fits the clock.
   double max_connect_rate = 0;
 
   /// Most threads waiting in acquire() at once; beyond it acquire() throws too_many_waiters at

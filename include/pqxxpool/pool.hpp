@@ -94,11 +94,15 @@ class pool {
   [[nodiscard]] lease acquire(source_location where = source_location::current());
   /// As acquire(), waiting at most timeout (0 = do not wait for a connection to come free; a
   /// negative timeout counts as 0). An idle connection due for validation still gets its round
-  /// trip, bounded by validation_timeout when timeout is 0 and by timeout otherwise.
+  /// trip, bounded by validation_timeout when timeout is 0 and by timeout otherwise. With 0 and
+  /// nothing idle, the pool opens one connection in the background while below max_size (as
+  /// try_acquire()), so that a later call finds it.
   [[nodiscard]] lease acquire(std::chrono::milliseconds timeout, source_location where = source_location::current());
   /// Borrows an idle connection if one can be had at once, else returns an empty lease.
   /// Never waits for a connection to come free or to be opened; an idle connection due for
-  /// validation still gets its round trip, which can take up to validation_timeout.
+  /// validation still gets its round trip, which can take up to validation_timeout. When it
+  /// returns empty below max_size, the pool opens one connection in the background (pgxpool's
+  /// TryAcquire does the same): a pool with min_idle 0 used only this way still connects.
   /// Throws pool_closed. Thread-safe.
   [[nodiscard]] lease try_acquire(source_location where = source_location::current());
 

@@ -54,8 +54,9 @@ void run_with_retry(pool& p, const std::function<void(pqxx::work&)>& body, const
 
 /// Runs fn(pqxx::work&) in a transaction (plain BEGIN, which DSQL accepts) and commits it; fn must
 /// not commit itself. On a serialization conflict (SQLSTATE 40001; DSQL adds OC000/OC001 to its text)
-/// the whole transaction is re-run on a fresh lease after a backoff; after OC001 (stale catalog)
-/// or a broken connection the old connection is discarded. A COMMIT whose outcome is unknown
+/// the whole transaction is re-run on a fresh lease after a backoff, as after a broken connection
+/// (which the pool closes as broken when it comes back); after OC001 (stale catalog) the old
+/// connection is discarded (closed_discarded). A COMMIT whose outcome is unknown
 /// (pqxx::in_doubt_error) is retried only when policy.idempotent. Any other error is rethrown at
 /// once. Returns what fn returns, by value (a returned reference is copied). Blocks the caller
 /// during backoff. Thread-safe (uses the pool).

@@ -86,7 +86,7 @@ struct pool_stats {
 
   // --- counters -----------------------------------------------------------------------
   std::uint64_t acquires = 0;               ///< successful acquires (leases handed out)
-  std::uint64_t pool_exhausted_count = 0;   ///< acquires that found no idle connection while total == max_size
+  std::uint64_t pool_exhausted_count = 0;   ///< acquires (try_acquires, max_waiting refusals) finding all max_size in use
   std::uint64_t acquire_timeouts = 0;       ///< acquires that gave up at their deadline
   std::uint64_t waited_acquires = 0;        ///< acquires that had to queue as a waiter
   std::uint64_t waited_for_connect = 0;     ///< waiters served by a freshly opened connection

@@ -32,8 +32,7 @@ duration expiry_lead_for(const pool_config& cfg) {
 constexpr std::chrono::seconds exhaustion_report_interval{10};
 
 // "850 µs", "12.3 ms", "4.2 s", "54 min 12 s": durations in log lines.
-std::string human(duration d) {
-  const double us = std::chrono::duration<double, std::micro>(d).count();
+std::string human_us(double us) {
   char buf[48];
   if (us < 1000)
     std::snprintf(buf, sizeof buf, "%.0f \u00b5s", us);
@@ -45,6 +44,15 @@ std::string human(duration d) {
     std::snprintf(buf, sizeof buf, "%lld min %lld s", static_cast<long long>(us / 60e6),
                   static_cast<long long>(us / 1e6) % 60);
   return buf;
+}
+
+std::string human(duration d) { return human_us(std::chrono::duration<double, std::micro>(d).count()); }
+
+// A configured timeout may be milliseconds::max() ("wait for ever"): converted to the clock's
+// nanoseconds it would overflow, so it is taken as a count of milliseconds.
+std::string human(std::chrono::milliseconds d) {
+  if (d == std::chrono::milliseconds::max()) return "unlimited";
+  return human_us(static_cast<double>(d.count()) * 1e3);
 }
 
 // Where this thread last found a parked connection: it looks there first next time, so threads
@@ -403,10 +411,14 @@ slot* pool_core::adopt_locked(slot* s, time_point coarse_now, doomed_list& doome
     doomed.push_back(remove_slot_locked(s, evicted ? close_reason::evicted : close_reason::max_lifetime));
     return nullptr;
   }
-  ++m_stats.acquires;
-  m_stats.acquire_wait.record(duration::zero());
   if (connect_needed_locked()) wake_connectors_locked();
-  return s;
+  return s;  // counted by the caller once handed out (count_acquire_locked)
+}
+
+void pool_core::count_acquire_locked(const taken_note& n) noexcept {
+  ++m_stats.acquires;
+  if (n.from_connect) ++m_stats.waited_for_connect;
+  m_stats.acquire_wait.record(n.waited);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -420,11 +432,23 @@ bool pool_core::oldest_waiter_past_window_locked(time_point now) const noexcept 
   return m_wait_head != nullptr && now - m_wait_head->enqueued_at >= m_cfg.fairness_window;
 }
 
+bool pool_core::exhausted_locked() const noexcept {
+  const std::size_t parked = std::min(parked_count(), m_in_use);  // idle in all but name
+  return m_in_use - parked >= m_cfg.max_size;
+}
+
+void pool_core::ask_for_connect_locked() noexcept {
+  if (m_closed || total_locked() >= m_cfg.max_size) return;
+  if (m_demand < m_cfg.max_size) ++m_demand;
+  if (connect_needed_locked()) wake_connectors_locked();
+}
+
 bool pool_core::connect_needed_locked() const noexcept {
   if (m_closed || total_locked() >= m_cfg.max_size || m_connecting >= m_max_connecting) return false;
-  // Connections wanted: one per waiter, the min_idle deficit, and replacements for connections
-  // about to expire. Idle connections already cover part of the first two.
-  const std::size_t wanted = m_waiting + m_cfg.min_idle;
+  // Connections wanted: one per waiter and per caller that asked without waiting, the min_idle
+  // deficit, and replacements for connections about to expire. Idle connections already cover
+  // part of the first two.
+  const std::size_t wanted = m_waiting + m_demand + m_cfg.min_idle;
   // Being pinged or parked: idle in all but name. Counting the cells with seq_cst loads pairs
   // with the fast path's take-then-check-gate (see acquire()).
   const std::size_t have = m_idle.size() + m_pinging + parked_count();
@@ -640,7 +664,7 @@ void pool_core::mark_leased_locked(slot* s, time_point at, const source_location
 }
 
 std::optional<pool_core::exhaustion_note> pool_core::exhaustion_report_due_locked(time_point coarse_now) noexcept {
-  if (total_locked() < m_cfg.max_size || coarse_now < m_next_exhaustion_report) return std::nullopt;
+  if (!exhausted_locked() || coarse_now < m_next_exhaustion_report) return std::nullopt;
   m_next_exhaustion_report = coarse_now + exhaustion_report_interval;
   // The reporting acquire is counted when it starts over right after the report: include it.
   exhaustion_note note{m_cfg.max_size, m_in_use, m_connecting, m_waiting,
@@ -696,10 +720,8 @@ slot* pool_core::take_idle_locked(time_point coarse_now, doomed_list& doomed) {
   drain_cells_locked();
   slot* s = pop_usable_idle_locked(coarse_now, doomed);
   if (s == nullptr) return nullptr;
-  ++m_stats.acquires;
-  m_stats.acquire_wait.record(duration::zero());
   if (connect_needed_locked()) wake_connectors_locked();  // the min_idle deficit grew
-  return s;
+  return s;  // counted by the caller once handed out (count_acquire_locked)
 }
 
 lease pool_core::acquire(std::chrono::milliseconds timeout, source_location where) {
@@ -732,6 +754,7 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
     const time_point coarse_now = m_clock->coarse_now();
     slot* s = nullptr;
     bool validate = false;
+    taken_note taken;
     std::optional<exhaustion_note> exhausted;  // set when the (rate-limited) exhaustion warning is due
     {
       std::unique_lock<std::mutex> lk(m_mu);
@@ -740,12 +763,13 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
       if (s != nullptr) {
         mark_leased_locked(s, m_cfg.precise_usage_timing ? m_clock->now() : coarse_now, where);
         validate = needs_validation(*s, coarse_now);
+        if (!validate) count_acquire_locked(taken);
       } else if ((exhausted = exhaustion_report_due_locked(coarse_now))) {
         // Logged outside the lock; then this acquire starts over (and is counted then).
       } else {
         if (!deadline) deadline = deadline_after(started = m_clock->now(), timeout);
         try {
-          s = wait_for_slot(lk, *deadline, doomed);
+          s = wait_for_slot(lk, *deadline, doomed, taken);
         } catch (const acquire_timeout_error& e) {
           if (!validation_lost) throw;
           // The time went on a round trip, not in the queue: say so, and count all of it.
@@ -755,6 +779,7 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
         }
         mark_leased_locked(s, m_cfg.precise_usage_timing ? m_clock->now() : m_clock->coarse_now(), where);
         validate = needs_validation(*s, m_clock->coarse_now());  // time passed while waiting
+        if (!validate) count_acquire_locked(taken);
       }
     }
     doomed.clear();
@@ -771,7 +796,8 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
     // The round trip counts against the caller's deadline; acquire(0) ("do not wait for a
     // connection to come free") still allows one validation round trip, like try_acquire().
     if (!deadline) deadline = deadline_after(started = m_clock->now(), timeout);
-    if (validate_and_keep(s, timeout.count() > 0 ? deadline : std::nullopt, &validation_lost)) return lease(this, s);
+    if (validate_and_keep(s, timeout.count() > 0 ? deadline : std::nullopt, taken, &validation_lost))
+      return lease(this, s);
     // The connection failed validation and was closed (or retired meanwhile): try again within
     // the same deadline.
   }
@@ -789,18 +815,21 @@ lease pool_core::try_acquire(source_location where) {
       if (adopted != nullptr) s = adopt_locked(std::exchange(adopted, nullptr), coarse_now, doomed);
       if (s == nullptr) s = take_idle_locked(coarse_now, doomed);
       if (s == nullptr) {
-        if (total_locked() >= m_cfg.max_size) ++m_stats.pool_exhausted_count;
+        if (exhausted_locked()) ++m_stats.pool_exhausted_count;
+        ask_for_connect_locked();
         return lease{};
       }
       mark_leased_locked(s, m_cfg.precise_usage_timing ? m_clock->now() : coarse_now, where);
       validate = needs_validation(*s, coarse_now);
+      if (!validate) count_acquire_locked({});
     }
     doomed.clear();
-    if (!validate || validate_and_keep(s, std::nullopt)) return lease(this, s);
+    if (!validate || validate_and_keep(s, std::nullopt, {})) return lease(this, s);
   }
 }
 
-bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline, bool* failed) {
+bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline, const taken_note& note,
+                                  bool* failed) {
   // Runs on the caller's thread, outside the lock, within the caller's deadline.
   const time_point now = m_clock->now();
   retired doomed;
@@ -808,7 +837,6 @@ bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline, b
     // No time left for a round trip: the connection is not known to be bad, so it goes back
     // untouched (the maintenance thread pings it later) and the caller times out.
     std::unique_lock<std::mutex> lk(m_mu);
-    --m_stats.acquires;
     doomed = put_back_locked(s, m_clock->coarse_now());
     ++m_stats.acquire_timeouts;
     pool_stats snapshot = timeout_snapshot_locked();
@@ -823,9 +851,9 @@ bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline, b
   const time_point coarse_now = m_clock->coarse_now();
   if (ok && !m_closed && !is_retired_locked(*s, coarse_now)) {
     s->last_alive_at = coarse_now;
+    count_acquire_locked(note);
     return true;
   }
-  --m_stats.acquires;  // counted when the slot was taken; this hand-out did not happen
   if (ok) {
     // close(), evict_all() or its expiry came while the round trip ran.
     doomed = put_back_locked(s, coarse_now);
@@ -854,10 +882,11 @@ bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline, b
 }
 
 slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point deadline,
-                               doomed_list& doomed) {
+                               doomed_list& doomed, taken_note& note) {
   const time_point start = m_clock->now();
+  if (exhausted_locked()) ++m_stats.pool_exhausted_count;  // whether it queues or not
   if (start >= deadline) {  // acquire(0): do not queue at all, so max_waiting does not apply
-    if (total_locked() >= m_cfg.max_size) ++m_stats.pool_exhausted_count;
+    ask_for_connect_locked();
     ++m_stats.acquire_timeouts;
     throw acquire_timeout_error(std::chrono::milliseconds(0), timeout_snapshot_locked());
   }
@@ -865,7 +894,6 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
     ++m_stats.rejected_waiters;
     throw too_many_waiters(m_cfg.max_waiting);
   }
-  if (total_locked() >= m_cfg.max_size) ++m_stats.pool_exhausted_count;
   ++m_stats.waited_acquires;
   waiter w;
   w.enqueued_at = start;
@@ -948,10 +976,9 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
       m_clock->wait_until(w.cv, lk, deadline);
     }
   }
-  ++m_stats.acquires;
-  if (from_connect) ++m_stats.waited_for_connect;
-  m_stats.acquire_wait.record(m_clock->now() - w.enqueued_at);
-  return s;
+  note.waited = m_clock->now() - w.enqueued_at;
+  note.from_connect = from_connect;
+  return s;  // counted by the caller once handed out (count_acquire_locked)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1166,11 +1193,12 @@ void pool_core::connect_loop() {
     std::unique_ptr<physical> conn;
     error_info failure;
     bool abandoned = false;  // the connector gave up because the pool is closing: no connect error
+    bool says_so = false;    // ... and its message says so (connect_abandoned)
     try {
       conn = m_connector->connect({deadline_after(start, m_cfg.connect_timeout), time_point::max(), m_stop.fd});
     } catch (const connect_abandoned& e) {
       failure.message = e.what();
-      abandoned = true;
+      abandoned = says_so = true;
     } catch (const connect_error& e) {
       failure.message = e.what();
       failure.sqlstate = e.sqlstate();
@@ -1198,6 +1226,9 @@ void pool_core::connect_loop() {
     duration retry_in{};                // after a failure: when the next attempt may start
     lk.lock();
     --m_connecting;
+    // An attempt, made or failed, answers one caller that asked without waiting: such a caller
+    // is not retried for (it asks again next time, as with pgxpool's TryAcquire).
+    if (m_demand > 0 && !abandoned) --m_demand;
     // A connect that failed after close() began (one close() could not interrupt, such as a
     // DNS lookup) failed because nobody waits for it any more, or for a reason nobody needs:
     // treated as given up, not as a connect error worth a warning.
@@ -1278,7 +1309,8 @@ void pool_core::connect_loop() {
     doomed.reset();
     try {
       if (abandoned) {
-        m_log->logger->debug("pqxxpool[{}]: connect given up as the pool closes: {}", m_log->pool, failure.message);
+        m_log->logger->debug(says_so ? "pqxxpool[{}]: {}" : "pqxxpool[{}]: connect given up as the pool closes: {}",
+                             m_log->pool, failure.message);
       } else if (!failure.message.empty()) {
         m_log->logger->warn("pqxxpool[{}]: connect failed{}{} (failure {} in a row; next attempt in {} at the "
                             "earliest): {}", m_log->pool, failure.sqlstate.empty() ? "" : " with SQLSTATE ",

@@ -239,9 +239,25 @@ class pool_core {
   /// A connection taken from a cell that cannot be handed out lock-free (retired, needs
   /// validation): account for it under the lock like a slot popped from m_idle, or close it.
   slot* adopt_locked(slot* s, time_point coarse_now, doomed_list& doomed);
+  /// How a slot was taken, counted (acquires, acquire_wait, waited_for_connect) only once it is
+  /// handed out: a connection that then fails validation is no acquire, and a counter that
+  /// went up and down again would read as a reset to Prometheus.
+  struct taken_note {
+    duration waited{};          // time queued as a waiter (zero when taken at once)
+    bool from_connect = false;  // handed a freshly opened connection
+  };
+  void count_acquire_locked(const taken_note& n) noexcept;
 
   // --- helpers, all called with m_mu held -------------------------------------------------
   std::size_t total_locked() const noexcept { return m_idle.size() + m_in_use + m_connecting; }
+  /// Every one of max_size connections is in use (leased, or being reset or validated): what
+  /// pool_exhausted_count counts and the exhaustion warning reports. Connections still being
+  /// opened do not count: one of them is on its way to this caller.
+  bool exhausted_locked() const noexcept;
+  /// A caller that will not wait found nothing idle: ask for one connection in the background
+  /// while there is room (pgxpool's TryAcquire does the same), so that such callers are not left
+  /// with a pool that never connects (min_idle 0).
+  void ask_for_connect_locked() noexcept;
   std::uint64_t generation() const noexcept { return m_generation.load(std::memory_order_relaxed); }
   bool oldest_waiter_past_window_locked(time_point now) const noexcept;
   bool connect_needed_locked() const noexcept;
@@ -276,11 +292,12 @@ class pool_core {
 
   // --- the acquire slow path ---------------------------------------------------------------
   slot* wait_for_slot(std::unique_lock<std::mutex>& lk, time_point deadline,
-                      doomed_list& doomed);
-  /// Validates a taken slot outside the lock; on failure closes it and returns false.
-  /// *failed (when given) is set if false came from a failed or unfinished round trip rather
-  /// than from the connection retiring meanwhile.
-  bool validate_and_keep(slot* s, std::optional<time_point> deadline, bool* failed = nullptr);
+                      doomed_list& doomed, taken_note& note);
+  /// Validates a taken slot outside the lock; on success counts the acquire (note), on failure
+  /// closes it and returns false. *failed (when given) is set if false came from a failed or
+  /// unfinished round trip rather than from the connection retiring meanwhile.
+  bool validate_and_keep(slot* s, std::optional<time_point> deadline, const taken_note& note,
+                         bool* failed = nullptr);
 
   // --- background threads ----------------------------------------------------------------
   void connect_loop();
@@ -334,6 +351,9 @@ class pool_core {
   waiter* m_wait_head = nullptr;
   waiter* m_wait_tail = nullptr;
   std::size_t m_waiting = 0;
+  // Connects asked for by a try_acquire() or acquire(0) that found nothing idle below max_size
+  // (they do not wait, so m_waiting does not count them): each finished attempt consumes one.
+  std::size_t m_demand = 0;
   std::atomic<std::uint64_t> m_generation{0};  // written under m_mu; the fast path reads it
   bool m_closed = false;
   bool m_orphaned = false;  // the pool object is gone; the last lease deletes this

@@ -636,7 +636,7 @@ class pqxx_connector final : public core::connector {
       // Registered while it runs: close() shuts the socket down under a hook stuck on a stalled
       // server (hook_sockets). What the hook then throws is the closing pool's doing, not an error.
       const auto abandoned = [&fail] {
-        return core::connect_abandoned(fail("connect abandoned: the pool is closing (during the after_connect hook)"));
+        return core::connect_abandoned(fail("connect abandoned during the after_connect hook: the pool is closing"));
       };
       const in_hook registered{*m_hooks, user->handle()};
       if (!registered.admitted()) throw abandoned();
@@ -694,7 +694,7 @@ class pqxx_connector final : public core::connector {
         case wait_result::ready:
           break;
         case wait_result::stopped:
-          r.message = "connect abandoned: the pool is closing" + target_of(conn.get());
+          r.message = "connect" + target_of(conn.get()) + " abandoned: the pool is closing";
           r.stopped = true;
           return r;
         case wait_result::timed_out: {

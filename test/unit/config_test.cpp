@@ -71,6 +71,9 @@ TEST(pool_config, each_bad_field_is_named) {
   EXPECT_EQ(field_of([](pool_config& c) { c.connect_backoff_initial = 0ms; }), "connect_backoff_initial");
   EXPECT_EQ(field_of([](pool_config& c) { c.connect_backoff_max = 1ms; }), "connect_backoff_max");
   EXPECT_EQ(field_of([](pool_config& c) { c.max_connect_rate = -1; }), "max_connect_rate");
+  // Its spacing, 1/rate, would overflow the clock (the limit silently gone): over 10 years.
+  EXPECT_EQ(field_of([](pool_config& c) { c.max_connect_rate = 1e-10; }), "max_connect_rate");
+  EXPECT_EQ(field_of([](pool_config& c) { c.max_connect_rate = 1e-8; }), "");
   EXPECT_EQ(field_of([](pool_config& c) { c.fairness_window = std::chrono::microseconds(-1); }), "fairness_window");
   // The name ends up in JSON and Prometheus labels, which must be UTF-8 (a new-user trial's find).
   EXPECT_EQ(field_of([](pool_config& c) { c.name = "\xff\xfe"; }), "name");

@@ -125,6 +125,9 @@ struct fake_state {
   std::atomic<int> resets{0};
   std::atomic<bool> reset_fails{false};  // reset() fails as a throwing reset hook would
   std::atomic<bool> closed{false};  // the pool closed (destroyed) this connection
+  // Called inside validate() (outside the pool's lock), e.g. to look at stats() mid-round-trip.
+  // Set before the validation it is for; the pool's lock orders that write before the call.
+  std::function<void()> on_validate;
   int id = 0;
 };
 
@@ -145,6 +148,7 @@ class fake_physical final : public core::physical {
   }
   bool validate(time_point) noexcept override {
     ++m_state->validations;
+    if (m_state->on_validate) m_state->on_validate();
     m_in_flight = !m_state->broken && m_state->validate_in_flight;
     return !m_state->broken && m_state->validate_ok && !m_in_flight;
   }

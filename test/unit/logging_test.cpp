@@ -84,6 +84,16 @@ pool_config config(std::size_t max_size, std::size_t min_idle) {
   return cfg;
 }
 
+TEST(logging, an_acquire_timeout_that_waits_for_ever_is_logged_as_unlimited) {
+  // milliseconds::max() (documented: wait for ever) overflowed the clock's nanoseconds on its
+  // way into the start line (undefined behaviour; "-1000 µs" in a release build).
+  pool_config cfg = config(1, 0);
+  cfg.acquire_timeout = std::chrono::milliseconds::max();
+  logged_pool p(cfg);
+  EXPECT_EQ(p.sink->count(spdlog::level::info, "max_lifetime unlimited, acquire_timeout unlimited"), 1u)
+      << p.sink->dump();
+}
+
 TEST(logging, start_open_and_close_lines_name_the_pool_connection_and_reason) {
   pool_config cfg = config(1, 1);
   cfg.max_lifetime = 100s;

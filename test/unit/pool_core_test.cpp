@@ -6,6 +6,8 @@
 #include <set>
 #include <thread>
 
+#include <spdlog/sinks/ringbuffer_sink.h>
+
 #include "fakes.hpp"
 
 namespace pqxxpool::test {
@@ -673,6 +675,75 @@ TEST(pool_core, a_cut_validation_that_then_fails_closes_the_connection) {
   EXPECT_NE(&state_of(l), st.get()) << "the connection whose round trip never finished was closed";
   EXPECT_TRUE(st->closed.load());
   EXPECT_EQ(p.stats().closed_validation_failed, 1u);
+}
+
+TEST(pool_core, an_acquire_is_counted_once_handed_out_not_while_its_connection_is_validated) {
+  // acquires is a counter (Prometheus: pqxxpool_acquires_total): it must never go down, and
+  // acquire_wait has one value per acquire. Before, both were counted when a stale connection was
+  // taken, and acquires was taken back when its validation failed.
+  fake_pool p(one_validated_connection());
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  const std::shared_ptr<fake_state> st = its_connection(p);
+  ASSERT_EQ(p.stats().acquires, 1u);
+  std::uint64_t acquires_mid_round_trip = 0;
+  st->on_validate = [&] { acquires_mid_round_trip = p.stats().acquires; };
+  st->validate_ok = false;  // died while idle
+  p.clock->advance(2s);
+  lease l = p.core->acquire(1000s);  // its replacement is handed out instead
+  ASSERT_TRUE(l);
+  EXPECT_NE(&state_of(l), st.get());
+  EXPECT_EQ(acquires_mid_round_trip, 1u) << "counted before the connection was known to be good";
+  const pool_stats s = p.stats();
+  EXPECT_EQ(s.acquires, 2u);
+  EXPECT_EQ(s.acquire_wait.count, s.acquires) << "the failed attempt recorded a wait of its own";
+  EXPECT_EQ(s.closed_validation_failed, 1u);
+}
+
+TEST(pool_core, try_acquire_and_acquire_zero_ask_for_a_connection_when_there_is_room) {
+  // min_idle 0 opens connections only on demand; callers that never wait are demand too, else
+  // such a pool never connects (pgxpool's TryAcquire starts a background connect likewise).
+  pool_config cfg = small_config(2, 0);
+  fake_pool p(cfg);
+  EXPECT_FALSE(p.core->try_acquire());
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  EXPECT_TRUE(p.core->try_acquire());
+  EXPECT_EQ(p.stats().pool_exhausted_count, 0u) << "nothing was in use: not exhausted";
+
+  fake_pool q(cfg);
+  EXPECT_THROW((void)q.core->acquire(0ms), acquire_timeout_error);
+  ASSERT_TRUE(eventually([&] { return q.stats().idle == 1; }));
+  EXPECT_TRUE(q.core->acquire(0ms));
+
+  // Many misses open no more than max_size, and none once the pool is full.
+  fake_pool r(cfg);
+  r.connector->close_gate();
+  for (int i = 0; i < 10; ++i) EXPECT_FALSE(r.core->try_acquire());
+  ASSERT_TRUE(eventually([&] { return r.connector->in_flight() == 2; }));
+  r.connector->open_gate();
+  ASSERT_TRUE(eventually([&] { return r.stats().idle == 2; }));
+  lease a = r.core->try_acquire();
+  lease b = r.core->try_acquire();
+  ASSERT_TRUE(a && b);
+  EXPECT_FALSE(r.core->try_acquire());
+  EXPECT_EQ(r.stats().pool_exhausted_count, 1u) << "both in use: this miss is exhaustion";
+  EXPECT_EQ(r.connector->attempts.load(), 2);
+}
+
+TEST(pool_core, connections_still_opening_are_not_exhaustion) {
+  // A pool at max_size whose connections are still connecting (its start, a replacement) is
+  // not exhausted: nothing is in use, and no warning says so.
+  pool_config cfg = small_config(2, 2);
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(16);
+  cfg.logger = std::make_shared<spdlog::logger>("exhaustion", sink);
+  cfg.logger->set_level(spdlog::level::warn);
+  fake_pool p(cfg, [](fake_connector& c) { c.close_gate(); });
+  ASSERT_TRUE(eventually([&] { return p.connector->in_flight() == 2; }));
+  auto waiter = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(1000s)); });
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));
+  p.connector->open_gate();
+  EXPECT_TRUE(waiter.get());
+  EXPECT_EQ(p.stats().pool_exhausted_count, 0u);
+  EXPECT_TRUE(sink->last_formatted().empty()) << sink->last_formatted().front();
 }
 
 TEST(pool_core, health_pings_do_not_open_extra_connections) {
