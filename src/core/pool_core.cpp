@@ -433,6 +433,7 @@ bool pool_core::oldest_waiter_past_window_locked(time_point now) const noexcept 
 }
 
 bool pool_core::exhausted_locked() const noexcept {
+  if (m_in_use < m_cfg.max_size) return false;  // the usual answer, without loading the cells
   const std::size_t parked = std::min(parked_count(), m_in_use);  // idle in all but name
   return m_in_use - parked >= m_cfg.max_size;
 }
