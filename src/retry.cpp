@@ -21,7 +21,7 @@ void retry_policy::validate() const {
 
 namespace {
 
-enum class verdict { rethrow, retry, retry_and_discard };
+enum class verdict { rethrow, retry, retry_and_discard, retry_lost };
 
 bool mentions(const char* text, const char* code) { return std::string_view(text).find(code) != std::string_view::npos; }
 
@@ -33,11 +33,10 @@ verdict classify(const std::exception_ptr& error, bool idempotent) {
   try {
     std::rethrow_exception(error);
   } catch (const pqxx::in_doubt_error&) {
-    // The connection broke during COMMIT. Given back, not discarded: the pool sees it lost and
-    // closes it as broken (closed_broken, where a monitor looks for lost connections).
-    return idempotent ? verdict::retry : verdict::rethrow;
+    // The connection broke during COMMIT. Lost: see retry_lost below.
+    return idempotent ? verdict::retry_lost : verdict::rethrow;
   } catch (const pqxx::broken_connection&) {
-    return verdict::retry;  // not committed: the whole transaction runs again (lost: as above)
+    return verdict::retry_lost;  // not committed: the whole transaction runs again
   } catch (const pqxx::serialization_failure& e) {
     return mentions(e.what(), "OC001") ? verdict::retry_and_discard : verdict::retry;
   } catch (const pqxx::sql_error& e) {
@@ -80,7 +79,11 @@ void run_with_retry(pool& p, const std::function<void(pqxx::work&)>& body, const
       error = std::current_exception();
     }
     const verdict v = classify(error, policy.idempotent);
-    if (v == verdict::retry_and_discard) c.discard();
+    // A lost connection is given back, not discarded: the pool sees it is gone and closes it as
+    // broken (closed_broken, where a monitor looks for lost connections). One that libpq still
+    // calls open after a broken_connection (libpqxx 7's protocol_violation derives from it) is
+    // out of step with the server and is discarded instead.
+    if (v == verdict::retry_and_discard || (v == verdict::retry_lost && c->is_open())) c.discard();
     c.release();
     if (v == verdict::rethrow || attempt >= policy.max_retries) std::rethrow_exception(error);
     std::this_thread::sleep_for(backoff_for(policy, attempt));

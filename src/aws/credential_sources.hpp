@@ -33,7 +33,8 @@ namespace pqxxpool::aws::detail {
 [[nodiscard]] std::optional<std::string> xml_element(std::string_view xml, std::string_view tag);
 
 /// Throws token_error(source, "gave temporary credentials that expired at …") when c has an
-/// expiration that has passed: botocore refuses such credentials too, and the source is the one
+/// expiration that has passed: botocore refuses refreshed credentials that are still expired,
+/// and the source is the one
 /// to fix (a stale AWS_CREDENTIAL_EXPIRATION, a credential_process printing old keys). Checked
 /// where each source hands credentials out, so that the error names the link of the chain rather
 /// than failing later, in the signer, as plain "credentials".

@@ -434,8 +434,10 @@ bool pool_core::oldest_waiter_past_window_locked(time_point now) const noexcept 
 
 bool pool_core::exhausted_locked() const noexcept {
   if (m_in_use < m_cfg.max_size) return false;  // the usual answer, without loading the cells
-  const std::size_t parked = std::min(parked_count(), m_in_use);  // idle in all but name
-  return m_in_use - parked >= m_cfg.max_size;
+  // Parked and health-pinged connections are counted in m_in_use but are idle in all but name
+  // (connect_needed_locked counts them as idle too).
+  const std::size_t idle_in_use = std::min(parked_count() + m_pinging, m_in_use);
+  return m_in_use - idle_in_use >= m_cfg.max_size;
 }
 
 void pool_core::ask_for_connect_locked() noexcept {
@@ -750,12 +752,12 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
   std::optional<time_point> deadline;  // read from the precise clock only off the fast path
   time_point started{};                // when deadline was set: the time an error reports
   bool validation_lost = false;        // a connection this acquire took failed its validation
+  taken_note taken;                    // kept across passes: a wait before a failed validation counts
   for (;;) {
     doomed_list doomed;  // declared before the lock: closed after unlock
     const time_point coarse_now = m_clock->coarse_now();
     slot* s = nullptr;
     bool validate = false;
-    taken_note taken;
     std::optional<exhaustion_note> exhausted;  // set when the (rate-limited) exhaustion warning is due
     {
       std::unique_lock<std::mutex> lk(m_mu);
@@ -977,7 +979,7 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
       m_clock->wait_until(w.cv, lk, deadline);
     }
   }
-  note.waited = m_clock->now() - w.enqueued_at;
+  note.waited += m_clock->now() - w.enqueued_at;  // added to any wait before a failed validation
   note.from_connect = from_connect;
   return s;  // counted by the caller once handed out (count_acquire_locked)
 }
@@ -1182,9 +1184,6 @@ void pool_core::connect_loop() {
       continue;
     }
     if (m_connect_spacing > duration::zero()) m_next_rate_at = start + m_connect_spacing;
-    // Failures recorded before this attempt started: if another attempt fails while this one
-    // runs, the two were one wave against the same outage and double the backoff once.
-    const std::uint64_t errors_at_start = m_stats.connect_errors;
     ++m_connecting;
     refresh_gate_locked();  // total rose: perhaps to max_size
     const std::uint64_t generation = this->generation();
@@ -1291,16 +1290,18 @@ void pool_core::connect_loop() {
       ++m_connect_failures_in_row;
       failure.time = std::chrono::system_clock::now();
       m_stats.last_error = failure;  // copied: `failure` is logged below, after unlocking
-      if (m_stats.connect_errors == errors_at_start + 1) {
-        // The first failure since this attempt started: the next attempt waits one backoff
+      if (done >= m_next_connect_at) {
+        // The previous step's wait is over (or there was none): the next attempt waits one
         // step, and the step after it doubles.
         m_next_connect_at = done + m_backoff;
         m_backoff = std::min<duration>(m_backoff * 2, m_cfg.connect_backoff_max);
       }
-      // Otherwise an attempt running alongside this one failed first and already set the time
-      // of the next attempt and doubled the step: doubling again for the same outage would make
-      // recovery wait twice as long as one step (max_connecting workers failing together).
-      retry_in = m_next_connect_at > done ? m_next_connect_at - done : duration::zero();
+      // Otherwise an attempt running alongside this one failed within the current step, which
+      // already set the time of the next attempt: failing again inside it is the same outage,
+      // and doubling again would make recovery wait longer than one step per wave (max_connecting
+      // workers failing together). Attempts failing out of phase, each after the step the other
+      // set, still double it every time.
+      retry_in = m_next_connect_at - done;
     }
     refresh_gate_locked();  // a failed or discarded connect lowered total
     m_ready_cv.notify_all();

@@ -243,7 +243,7 @@ class pool_core {
   /// handed out: a connection that then fails validation is no acquire, and a counter that
   /// went up and down again would read as a reset to Prometheus.
   struct taken_note {
-    duration waited{};          // time queued as a waiter (zero when taken at once)
+    duration waited{};          // time queued as a waiter, all passes of one acquire (zero when taken at once)
     bool from_connect = false;  // handed a freshly opened connection
   };
   void count_acquire_locked(const taken_note& n) noexcept;

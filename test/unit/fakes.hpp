@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -66,6 +67,18 @@ class fake_clock final : public core::clock {
   /// pool_core::park() compares a returner's CPU with the oldest waiter's).
   int cpu_of_caller() noexcept override { return t_cpu; }
   static void set_cpu_of_this_thread(int cpu) noexcept { t_cpu = cpu; }
+
+  /// How many threads are blocked waiting for exactly this deadline.
+  int waiters_until(time_point deadline) {
+    std::mutex* mu = nullptr;
+    {
+      std::lock_guard<std::mutex> g(m_reg);
+      mu = m_pool_mutex;
+    }
+    if (mu == nullptr) return 0;
+    std::lock_guard<std::mutex> g(*mu);
+    return static_cast<int>(std::count_if(m_waits.begin(), m_waits.end(), [&](entry* e) { return e->deadline == deadline; }));
+  }
 
   /// Whether some thread is blocked waiting for exactly this deadline.
   bool has_waiter_until(time_point deadline) {
@@ -184,11 +197,11 @@ class fake_connector final : public core::connector {
 
   std::unique_ptr<core::physical> connect(const core::connect_limits&) override {
     std::unique_lock<std::mutex> lk(m_mu);
-    ++attempts;
+    const int index = attempts++;
     attempt_times.push_back(m_clock->now());
     ++m_in_flight;
     max_in_flight = std::max(max_in_flight, m_in_flight);
-    m_cv.wait(lk, [&] { return !m_gate_closed; });
+    m_cv.wait(lk, [&] { return !m_gate_closed || m_released.count(index) != 0; });
     --m_in_flight;
     if (fail) throw connect_error(fail_message, fail_sqlstate);
     if (takes > duration::zero()) {  // a slow connect: fake time passes while it runs
@@ -209,6 +222,12 @@ class fake_connector final : public core::connector {
   void open_gate() {
     std::lock_guard<std::mutex> g(m_mu);
     m_gate_closed = false;
+    m_cv.notify_all();
+  }
+  /// Lets one attempt through a closed gate: the index-th connect() call (from 0).
+  void release(int index) {
+    std::lock_guard<std::mutex> g(m_mu);
+    m_released.insert(index);
     m_cv.notify_all();
   }
   int in_flight() {
@@ -245,6 +264,7 @@ class fake_connector final : public core::connector {
   std::mutex m_mu;
   std::condition_variable m_cv;
   bool m_gate_closed = false;
+  std::set<int> m_released;  // attempts let through the closed gate
   int m_in_flight = 0;
   int m_next_id = 0;
   bool fail = false;

@@ -519,6 +519,32 @@ TEST(pool_core, connects_failing_together_double_the_backoff_once) {
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
 }
 
+TEST(pool_core, connects_failing_out_of_phase_still_back_off) {
+  // Two attempts that overlap but fail at different times, each after the step the other set:
+  // the backoff must keep growing (a review found a rule under which it fell to zero).
+  pool_config cfg = small_config(2, 2);
+  cfg.max_connecting = 2;
+  cfg.connect_backoff_initial = 100ms;
+  cfg.connect_backoff_max = 10s;
+  fake_pool p(cfg, [](fake_connector& c) {
+    c.set_failure(true);
+    c.close_gate();
+  });
+  ASSERT_TRUE(eventually([&] { return p.connector->in_flight() == 2; }));  // attempts 0 and 1
+  const time_point t0 = p.clock->now();
+  p.connector->release(0);  // fails at t0: the next attempt at t0 + 100 ms
+  ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(t0 + 100ms); }));
+  p.clock->advance(150ms);  // its worker tries again (attempt 2), attempt 1 still runs
+  ASSERT_TRUE(eventually([&] { return p.connector->attempts.load() == 3 && p.connector->in_flight() == 2; }));
+  p.connector->release(1);  // fails at t0 + 150 ms, after the first step: doubles to 200 ms
+  ASSERT_TRUE(eventually([&] { return p.clock->has_waiter_until(t0 + 150ms + 200ms); }));
+  EXPECT_EQ(p.connector->attempts.load(), 3) << "a failure retried at once, without a backoff";
+  p.connector->set_failure(false);
+  p.connector->open_gate();
+  p.clock->advance(1s);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+}
+
 TEST(pool_core, max_connect_rate_spaces_connect_starts) {
   pool_config cfg = small_config(4, 4);
   cfg.max_connect_rate = 10;  // one start per 100 ms
@@ -727,6 +753,38 @@ TEST(pool_core, try_acquire_and_acquire_zero_ask_for_a_connection_when_there_is_
   EXPECT_FALSE(r.core->try_acquire());
   EXPECT_EQ(r.stats().pool_exhausted_count, 1u) << "both in use: this miss is exhaustion";
   EXPECT_EQ(r.connector->attempts.load(), 2);
+}
+
+TEST(pool_core, a_connection_out_for_a_health_ping_is_not_exhaustion) {
+  pool_config cfg = small_config(1, 1);
+  cfg.health_check_period = 60s;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  const std::shared_ptr<fake_state> st = p.connector->made()[0];
+  std::promise<void> pinging, answer;
+  std::shared_future<void> answered = answer.get_future().share();
+  st->on_validate = [&, answered] {
+    pinging.set_value();
+    answered.wait();  // the ping's round trip takes until the test answers it
+  };
+  p.clock->advance(61s);
+  pinging.get_future().wait();  // the maintenance thread holds the connection for its ping
+  EXPECT_FALSE(p.core->try_acquire());
+  EXPECT_EQ(p.stats().pool_exhausted_count, 0u) << "a connection being pinged is idle, not in use";
+  answer.set_value();
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  st->on_validate = nullptr;
+}
+
+TEST(pool_core, a_failed_background_connect_for_a_caller_that_did_not_wait_is_not_retried) {
+  // The caller asked once and got its answer (nothing); it asks again when it wants to. Retrying
+  // for it with the backoff, forever, would be a pool with min_idle 1 in disguise.
+  fake_pool p(small_config(2, 0), [](fake_connector& c) { c.set_failure(true); });
+  EXPECT_FALSE(p.core->try_acquire());
+  ASSERT_TRUE(eventually([&] { return p.stats().connect_errors == 1; }));
+  // Both connect workers wait for work again with no deadline (not until a backoff step ends).
+  ASSERT_TRUE(eventually([&] { return p.clock->waiters_until(time_point::max()) == 2; }));
+  EXPECT_EQ(p.connector->attempts.load(), 1);
 }
 
 TEST(pool_core, connections_still_opening_are_not_exhaustion) {

@@ -195,9 +195,11 @@ struct chain_options {
 /// chain with its token_error, as in botocore. Instance metadata failing is a skip. When nothing
 /// gives credentials, the token_error (source "credentials chain") lists every source tried and
 /// why each did not apply — paths, variable names, URLs and statuses, never a secret. Temporary
-/// credentials that have expired already are refused where they come from, as botocore does:
-/// token_error whose source() names the link ("environment", "credential_process (profile
-/// 'dev')", "web identity", "container (…)"); from instance metadata, a skip with that reason.
+/// credentials that have expired already are refused where they come from (botocore refuses
+/// refreshed credentials that are still expired): token_error whose source() names the link
+/// ("environment", "credential_process (profile 'dev')", "web identity", "container (…)"). From
+/// instance metadata they are a skip with that reason (botocore instead extends them for a
+/// while, its "static stability" during an IMDS outage; pqxxpool does not).
 ///
 /// Every get() walks the chain afresh (files re-read, STS or the endpoints asked again): wrap the
 /// result in a caching_provider, as dsql::make_pool does. HTTP goes through libcurl; the container
