@@ -161,11 +161,14 @@ TEST(pool_core, max_waiting_rejects_at_once) {
   lease held = p.core->acquire(1s);
   auto first = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(1000s)); });
   ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));
+  EXPECT_EQ(p.stats().pool_exhausted_count, 1u) << "the waiter found the only connection in use";
   EXPECT_THROW((void)p.core->acquire(1000s), too_many_waiters);
   EXPECT_EQ(p.stats().rejected_waiters, 1u);
+  EXPECT_EQ(p.stats().pool_exhausted_count, 2u) << "a refused acquire found the pool exhausted too";
   // acquire(0) never queues, so the bound on waiters does not concern it: it simply times out.
   EXPECT_THROW((void)p.core->acquire(0ms), acquire_timeout_error);
   EXPECT_EQ(p.stats().rejected_waiters, 1u);
+  EXPECT_EQ(p.stats().pool_exhausted_count, 3u);
   held.release();
   EXPECT_TRUE(first.get());
 }
