@@ -728,6 +728,33 @@ TEST(pool_core, an_acquire_is_counted_once_handed_out_not_while_its_connection_i
   EXPECT_EQ(s.closed_validation_failed, 1u);
 }
 
+TEST(pool_core, a_wait_before_a_failed_validation_still_counts_in_acquire_wait) {
+  // A waiter is handed a connection after 5 s, its validation fails, and the next connection is
+  // had at once: the acquire waited 5 s, and acquire_wait must say so (not 0).
+  pool_config cfg = small_config(2, 2);
+  cfg.validate_after_idle = 0ms;  // every acquire validates
+  cfg.health_check_period = 0ms;
+  cfg.idle_timeout = 0ms;
+  cfg.max_lifetime = 0ms;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+  lease a = p.core->acquire(1s);
+  lease b = p.core->acquire(1s);
+  ASSERT_TRUE(a && b);
+  auto waiter = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(1000s)); });
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));
+  p.clock->advance(5s);
+  // a fails its validation in the waiter's hands; b comes free meanwhile and is taken at once.
+  state_of(a).validate_ok = false;
+  state_of(a).on_validate = [&b] { b.release(); };
+  a.release();
+  EXPECT_TRUE(waiter.get());
+  const pool_stats s = p.stats();
+  EXPECT_EQ(s.closed_validation_failed, 1u);
+  EXPECT_EQ(s.acquires, 3u);
+  EXPECT_GE(s.acquire_wait.max_seconds, 5.0) << "the 5 s queued before the failed validation were lost";
+}
+
 TEST(pool_core, try_acquire_and_acquire_zero_ask_for_a_connection_when_there_is_room) {
   // min_idle 0 opens connections only on demand; callers that never wait are demand too, else
   // such a pool never connects (pgxpool's TryAcquire starts a background connect likewise).
