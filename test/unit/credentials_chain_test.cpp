@@ -434,7 +434,12 @@ struct fake_sts {
             "text/xml");
         return;
       }
-      res.set_content(sts_response, "text/xml");
+      std::string body = sts_response;
+      if (params["WebIdentityToken"] == "JWTsecret-stale") {  // credentials that expired in 2020
+        const std::size_t at = body.find("2030-01-02T03:04:05Z");
+        if (at != std::string::npos) body.replace(at, 4, "2020");
+      }
+      res.set_content(body, "text/xml");
     });
   }};
   std::map<std::string, std::string> last() {
@@ -475,6 +480,17 @@ TEST_F(credentials_chain, web_identity_from_the_environment_through_a_local_sts)
   std::string what = error_of(*chain);
   EXPECT_TRUE(contains(what, "web identity: STS (" + sts.server.url() + ")")) << what;
   EXPECT_TRUE(contains(what, "HTTP 400 InvalidIdentityToken: Incorrect token audience")) << what;
+
+  // STS handing out credentials that expired already: refused, naming web identity.
+  write(token_file, "JWTsecret-stale");
+  try {
+    (void)chain->get();
+    ADD_FAILURE() << "expired credentials from STS accepted";
+  } catch (const token_error& e) {
+    EXPECT_EQ(e.source(), "web identity");
+    EXPECT_TRUE(contains(e.what(), "expired at 20200102T030405Z")) << e.what();
+    expect_no_secret(e.what());
+  }
 
   // A token file but no role.
   set("AWS_ROLE_ARN", nullptr);
