@@ -106,7 +106,7 @@ const std::vector<family>& families() {
       gauge("pqxxpool_waiting_threads", "Threads blocked in acquire().", [](const pool_stats& s) { return s.waiting; }),
       gauge("pqxxpool_pool_closed", "1 once close() was called.", [](const pool_stats& s) { return s.closed ? 1 : 0; }),
       counter("pqxxpool_acquires_total", "Leases handed out.", [](const pool_stats& s) { return s.acquires; }),
-      counter("pqxxpool_pool_exhausted_total", "Acquires that found no idle connection at max_size.",
+      counter("pqxxpool_pool_exhausted_total", "Acquires that found all max_size connections in use.",
               [](const pool_stats& s) { return s.pool_exhausted_count; }),
       counter("pqxxpool_acquire_timeouts_total", "Acquires that gave up at their deadline.",
               [](const pool_stats& s) { return s.acquire_timeouts; }),
