@@ -494,16 +494,24 @@ TEST(pool_core, failed_connects_back_off_exponentially_up_to_the_cap) {
   ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
 }
 
-TEST(pool_core, connects_failing_together_double_the_backoff_once) {
-  // Two connect workers fail against the same outage at the same moment: one wave, one step.
+/// Two connections wanted, two connect workers, a backoff starting at `initial`.
+pool_config two_connect_workers_backing_off_from(std::chrono::milliseconds initial) {
   pool_config cfg = small_config(2, 2);
   cfg.max_connecting = 2;
-  cfg.connect_backoff_initial = 100ms;
+  cfg.connect_backoff_initial = initial;
   cfg.connect_backoff_max = 10s;
-  fake_pool p(cfg, [](fake_connector& c) {
-    c.set_failure(true);
-    c.close_gate();
-  });
+  return cfg;
+}
+
+/// Every connect fails, and each attempt waits at the connector's gate until let through.
+void fail_at_the_gate(fake_connector& c) {
+  c.set_failure(true);
+  c.close_gate();
+}
+
+TEST(pool_core, connects_failing_together_double_the_backoff_once) {
+  // Two connect workers fail against the same outage at the same moment: one wave, one step.
+  fake_pool p(two_connect_workers_backing_off_from(100ms), fail_at_the_gate);
   ASSERT_TRUE(eventually([&] { return p.connector->in_flight() == 2; }));
   const time_point failed_at = p.clock->now();
   p.connector->open_gate();  // both fail now, at the same fake time
@@ -525,14 +533,7 @@ TEST(pool_core, connects_failing_together_double_the_backoff_once) {
 TEST(pool_core, connects_failing_out_of_phase_still_back_off) {
   // Two attempts that overlap but fail at different times, each after the step the other set:
   // the backoff must keep growing (a review found a rule under which it fell to zero).
-  pool_config cfg = small_config(2, 2);
-  cfg.max_connecting = 2;
-  cfg.connect_backoff_initial = 100ms;
-  cfg.connect_backoff_max = 10s;
-  fake_pool p(cfg, [](fake_connector& c) {
-    c.set_failure(true);
-    c.close_gate();
-  });
+  fake_pool p(two_connect_workers_backing_off_from(100ms), fail_at_the_gate);
   ASSERT_TRUE(eventually([&] { return p.connector->in_flight() == 2; }));  // attempts 0 and 1
   const time_point t0 = p.clock->now();
   p.connector->release(0);  // fails at t0: the next attempt at t0 + 100 ms
