@@ -887,7 +887,10 @@ bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline, c
 slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point deadline,
                                doomed_list& doomed, taken_note& note) {
   const time_point start = m_clock->now();
-  if (exhausted_locked()) ++m_stats.pool_exhausted_count;  // whether it queues or not
+  if (!note.counted_exhausted && exhausted_locked()) {  // whether it queues or not
+    ++m_stats.pool_exhausted_count;
+    note.counted_exhausted = true;
+  }
   if (start >= deadline) {  // acquire(0): do not queue at all, so max_waiting does not apply
     ask_for_connect_locked();
     ++m_stats.acquire_timeouts;
@@ -897,7 +900,8 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
     ++m_stats.rejected_waiters;
     throw too_many_waiters(m_cfg.max_waiting);
   }
-  ++m_stats.waited_acquires;
+  if (!note.counted_waiting) ++m_stats.waited_acquires;
+  note.counted_waiting = true;
   waiter w;
   w.enqueued_at = start;
   w.cpu = m_clock->cpu_of_caller();

@@ -245,6 +245,10 @@ class pool_core {
   struct taken_note {
     duration waited{};          // time queued as a waiter, all passes of one acquire (zero when taken at once)
     bool from_connect = false;  // handed a freshly opened connection
+    // Set once counted, so that an acquire that queues again after a failed validation counts
+    // in pool_exhausted_count and waited_acquires once.
+    bool counted_exhausted = false;
+    bool counted_waiting = false;
   };
   void count_acquire_locked(const taken_note& n) noexcept;
 

@@ -571,12 +571,15 @@ TEST_F(credentials_chain, container_full_uri_with_an_authorization_token_file) {
   local_server box([&](httplib::Server& s) {
     s.Get("/v2/credentials", [&](const httplib::Request& req, httplib::Response& res) {
       ++requests;
-      if (req.get_header_value("Authorization") != "Bearer AUTHsecret-1") {
+      const std::string auth = req.get_header_value("Authorization");
+      if (auth != "Bearer AUTHsecret-1" && auth != "Bearer AUTHsecret-stale") {
         res.status = 401;
         return;
       }
+      const std::string year = auth == "Bearer AUTHsecret-stale" ? "2020" : "2030";  // 2020: expired
       res.set_content(R"({"RoleArn":"arn:aws:iam::123456789012:role/task","AccessKeyId":"ASIABOX",)"
-                      R"("SecretAccessKey":"SECRETbox","Token":"TOKENbox","Expiration":"2030-01-02T03:04:05Z"})",
+                      R"("SecretAccessKey":"SECRETbox","Token":"TOKENbox","Expiration":")" + year +
+                          R"(-01-02T03:04:05Z"})",
                       "application/json");
     });
   });
@@ -600,12 +603,22 @@ TEST_F(credentials_chain, container_full_uri_with_an_authorization_token_file) {
   EXPECT_TRUE(contains(what, "container: GET " + box.url() + "/v2/credentials: HTTP 401")) << what;
   set("AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer AUTHsecret-1");
   EXPECT_EQ(chain->get().access_key_id, "ASIABOX");
+  // Credentials that expired already are refused, naming the container endpoint.
+  set("AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer AUTHsecret-stale");
+  try {
+    (void)chain->get();
+    ADD_FAILURE() << "expired credentials from the container endpoint accepted";
+  } catch (const token_error& e) {
+    EXPECT_EQ(e.source(), "container (" + box.url() + "/v2/credentials)");
+    EXPECT_TRUE(contains(e.what(), "expired at 20200102T030405Z")) << e.what();
+    expect_no_secret(e.what());
+  }
 
   // A full URI must be https or loopback.
   set("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://credentials.example.com/v2/credentials");
   what = error_of(*chain);
   EXPECT_TRUE(contains(what, "container: AWS_CONTAINER_CREDENTIALS_FULL_URI must use https")) << what;
-  EXPECT_EQ(requests.load(), 3);
+  EXPECT_EQ(requests.load(), 4);
 }
 
 // --- instance metadata ---------------------------------------------------------------------------

@@ -756,6 +756,31 @@ TEST(pool_core, a_wait_before_a_failed_validation_still_counts_in_acquire_wait) 
   EXPECT_GE(s.acquire_wait.max_seconds, 5.0) << "the 5 s queued before the failed validation were lost";
 }
 
+TEST(pool_core, an_acquire_that_queues_again_after_a_failed_validation_is_counted_once) {
+  pool_config cfg = small_config(2, 2);
+  cfg.validate_after_idle = 0ms;  // every acquire validates
+  cfg.health_check_period = 0ms;
+  cfg.idle_timeout = 0ms;
+  cfg.max_lifetime = 0ms;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+  lease a = p.core->acquire(1s);
+  lease b = p.core->acquire(1s);
+  auto waiter = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(1000s)); });
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));  // a and b in use: exhausted
+  p.clock->advance(5s);
+  state_of(a).validate_ok = false;
+  p.connector->close_gate();  // a's replacement is held: the waiter must queue a second time
+  a.release();
+  ASSERT_TRUE(eventually([&] { return p.stats().closed_validation_failed == 1 && p.stats().waiting == 1; }));
+  p.connector->open_gate();
+  EXPECT_TRUE(waiter.get());
+  const pool_stats s = p.stats();
+  EXPECT_EQ(s.waited_acquires, 1u) << "one acquire, queued twice, is one waited acquire";
+  EXPECT_EQ(s.pool_exhausted_count, 1u);
+  EXPECT_EQ(s.acquires, 3u);
+}
+
 TEST(pool_core, try_acquire_and_acquire_zero_ask_for_a_connection_when_there_is_room) {
   // min_idle 0 opens connections only on demand; callers that never wait are demand too, else
   // such a pool never connects (pgxpool's TryAcquire starts a background connect likewise).
