@@ -729,53 +729,57 @@ TEST(pool_core, an_acquire_is_counted_once_handed_out_not_while_its_connection_i
   EXPECT_EQ(s.closed_validation_failed, 1u);
 }
 
+/// Two connections, validated on every acquire, both leased (a, b), and a third acquire that
+/// has waited 5 s of fake time for one of them (waiter). Its members' ASSERTs live in start().
+struct two_leased_and_a_waiter {
+  static pool_config config() {
+    pool_config cfg = small_config(2, 2);
+    cfg.validate_after_idle = 0ms;  // every acquire validates
+    cfg.health_check_period = 0ms;
+    cfg.idle_timeout = 0ms;
+    cfg.max_lifetime = 0ms;
+    return cfg;
+  }
+  fake_pool p{config()};
+  lease a, b;
+  std::future<bool> waiter;
+  void start() {
+    ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
+    a = p.core->acquire(1s);
+    b = p.core->acquire(1s);
+    ASSERT_TRUE(a && b);
+    waiter = std::async(std::launch::async, [this] { return static_cast<bool>(p.core->acquire(1000s)); });
+    ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));  // a and b in use: exhausted
+    p.clock->advance(5s);
+  }
+};
+
 TEST(pool_core, a_wait_before_a_failed_validation_still_counts_in_acquire_wait) {
   // A waiter is handed a connection after 5 s, its validation fails, and the next connection is
   // had at once: the acquire waited 5 s, and acquire_wait must say so (not 0).
-  pool_config cfg = small_config(2, 2);
-  cfg.validate_after_idle = 0ms;  // every acquire validates
-  cfg.health_check_period = 0ms;
-  cfg.idle_timeout = 0ms;
-  cfg.max_lifetime = 0ms;
-  fake_pool p(cfg);
-  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
-  lease a = p.core->acquire(1s);
-  lease b = p.core->acquire(1s);
-  ASSERT_TRUE(a && b);
-  auto waiter = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(1000s)); });
-  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));
-  p.clock->advance(5s);
+  two_leased_and_a_waiter t;
+  ASSERT_NO_FATAL_FAILURE(t.start());
   // a fails its validation in the waiter's hands; b comes free meanwhile and is taken at once.
-  state_of(a).validate_ok = false;
-  state_of(a).on_validate = [&b] { b.release(); };
-  a.release();
-  EXPECT_TRUE(waiter.get());
-  const pool_stats s = p.stats();
+  state_of(t.a).validate_ok = false;
+  state_of(t.a).on_validate = [&t] { t.b.release(); };
+  t.a.release();
+  EXPECT_TRUE(t.waiter.get());
+  const pool_stats s = t.p.stats();
   EXPECT_EQ(s.closed_validation_failed, 1u);
   EXPECT_EQ(s.acquires, 3u);
   EXPECT_GE(s.acquire_wait.max_seconds, 5.0) << "the 5 s queued before the failed validation were lost";
 }
 
 TEST(pool_core, an_acquire_that_queues_again_after_a_failed_validation_is_counted_once) {
-  pool_config cfg = small_config(2, 2);
-  cfg.validate_after_idle = 0ms;  // every acquire validates
-  cfg.health_check_period = 0ms;
-  cfg.idle_timeout = 0ms;
-  cfg.max_lifetime = 0ms;
-  fake_pool p(cfg);
-  ASSERT_TRUE(eventually([&] { return p.stats().idle == 2; }));
-  lease a = p.core->acquire(1s);
-  lease b = p.core->acquire(1s);
-  auto waiter = std::async(std::launch::async, [&] { return static_cast<bool>(p.core->acquire(1000s)); });
-  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));  // a and b in use: exhausted
-  p.clock->advance(5s);
-  state_of(a).validate_ok = false;
-  p.connector->close_gate();  // a's replacement is held: the waiter must queue a second time
-  a.release();
-  ASSERT_TRUE(eventually([&] { return p.stats().closed_validation_failed == 1 && p.stats().waiting == 1; }));
-  p.connector->open_gate();
-  EXPECT_TRUE(waiter.get());
-  const pool_stats s = p.stats();
+  two_leased_and_a_waiter t;
+  ASSERT_NO_FATAL_FAILURE(t.start());
+  state_of(t.a).validate_ok = false;
+  t.p.connector->close_gate();  // a's replacement is held: the waiter must queue a second time
+  t.a.release();
+  ASSERT_TRUE(eventually([&] { return t.p.stats().closed_validation_failed == 1 && t.p.stats().waiting == 1; }));
+  t.p.connector->open_gate();
+  EXPECT_TRUE(t.waiter.get());
+  const pool_stats s = t.p.stats();
   EXPECT_EQ(s.waited_acquires, 1u) << "one acquire, queued twice, is one waited acquire";
   EXPECT_EQ(s.pool_exhausted_count, 1u);
   EXPECT_EQ(s.acquires, 3u);
