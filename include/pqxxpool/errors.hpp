@@ -46,7 +46,8 @@ class connect_error : public error {
 /// has succeeded since; pool::stats().last_error keeps the most recent failure regardless).
 class acquire_timeout_error : public error {
  public:
-  /// note: appended to the message when not empty (why the wait ended as it did).
+  /// note: appended to the message when not empty (why the wait ended as it did). Throws
+  /// std::bad_alloc (building the message) only. Thread-safety: a value; copies share nothing.
   acquire_timeout_error(std::chrono::milliseconds waited, pool_stats snapshot, const std::string& note = {});
   /// How long the acquire waited before giving up: its time in the queue, or, when a validation
   /// round trip that failed or did not finish took the time (the message then says so), the time
