@@ -666,13 +666,15 @@ void pool_core::mark_leased_locked(slot* s, time_point at, const source_location
   if (at + m_leak_threshold < m_maint_wake) m_maint_cv.notify_one();
 }
 
-std::optional<pool_core::exhaustion_note> pool_core::exhaustion_report_due_locked(time_point coarse_now) noexcept {
+std::optional<pool_core::exhaustion_note> pool_core::exhaustion_report_due_locked(time_point coarse_now,
+                                                                                bool already_counted) noexcept {
   if (!exhausted_locked() || coarse_now < m_next_exhaustion_report) return std::nullopt;
   m_next_exhaustion_report = coarse_now + exhaustion_report_interval;
-  // The reporting acquire is counted when it starts over right after the report: include it.
-  exhaustion_note note{m_cfg.max_size, m_in_use, m_connecting, m_waiting,
-                       m_stats.pool_exhausted_count + 1 - m_exhausted_at_last_report};
-  m_exhausted_at_last_report = m_stats.pool_exhausted_count + 1;
+  // The reporting acquire is counted when it starts over right after the report (include it),
+  // unless it was counted already (it queued before a failed validation and starts over).
+  const std::uint64_t through = m_stats.pool_exhausted_count + (already_counted ? 0 : 1);
+  exhaustion_note note{m_cfg.max_size, m_in_use, m_connecting, m_waiting, through - m_exhausted_at_last_report};
+  m_exhausted_at_last_report = through;
   return note;
 }
 
@@ -767,7 +769,7 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
         mark_leased_locked(s, m_cfg.precise_usage_timing ? m_clock->now() : coarse_now, where);
         validate = needs_validation(*s, coarse_now);
         if (!validate) count_acquire_locked(taken);
-      } else if ((exhausted = exhaustion_report_due_locked(coarse_now))) {
+      } else if ((exhausted = exhaustion_report_due_locked(coarse_now, taken.counted_exhausted))) {
         // Logged outside the lock; then this acquire starts over (and is counted then).
       } else {
         if (!deadline) deadline = deadline_after(started = m_clock->now(), timeout);

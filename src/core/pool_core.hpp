@@ -285,7 +285,7 @@ class pool_core {
     std::size_t max_size, in_use, connecting, waiting;
     std::uint64_t since_last;  // exhaustion events since the previous warning
   };
-  std::optional<exhaustion_note> exhaustion_report_due_locked(time_point coarse_now) noexcept;
+  std::optional<exhaustion_note> exhaustion_report_due_locked(time_point coarse_now, bool already_counted) noexcept;
   void wake_idle_competitor_locked() noexcept;
   void enqueue_locked(waiter& w) noexcept;
   void dequeue_locked(waiter& w) noexcept;
