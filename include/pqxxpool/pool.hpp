@@ -60,9 +60,13 @@ class lease {
   [[nodiscard]] connection& get() const { return **this; }
 
   /// Gives the connection back now (the destructor does this). No-op when empty. Never throws.
+  /// Like discard(), call it only once every transaction, pipeline or stream on the connection
+  /// has been destroyed: the connection may be closed or handed to another thread at once.
   void release() noexcept;
   /// Closes the connection instead of giving it back (counted in closed_discarded), e.g. after an
   /// error that may have left session state behind. No-op when empty. Never throws.
+  /// The connection object is destroyed here: a pqxx::work or nontransaction still alive on it
+  /// would later touch freed memory, so end those first (an inner scope).
   void discard() noexcept;
 
  private:

@@ -30,9 +30,13 @@
 
 #include <libpq-fe.h>
 
-#include <pqxx/connectionpolicy>
-#include <pqxx/except>
 #include <pqxx/version>
+#if PQXX_VERSION_MAJOR < 7
+#include <pqxx/connectionpolicy>
+#else
+#include <pqxx/connection>
+#endif
+#include <pqxx/except>
 
 #include "pqxxpool/errors.hpp"
 
@@ -280,8 +284,40 @@ class pooled_connection final : public pqxx::connection_base {
   handle_policy m_policy;
 };
 
-#else
-#error "libpqxx 7 support: TODO (pqxx::connection can adopt a PGconn* there; see adapter.hpp)"
+#else  // libpqxx 7
+
+// libpqxx 7 adopts a libpq handle through pqxx::connection::seize_raw_connection, and users get a
+// pqxx::connection, which this class is. libpqxx 7 never reconnects by itself, but the handle is
+// private and a user can still close() the connection, move it away or move another one onto it.
+// So handle() gives the adopted handle only while the connection still holds it, told by its
+// socket and backend pid (plain field reads in libpq): -1 and 0 once closed or moved from, a
+// socket opened before ours closed (so another number) for a connection moved onto it. A
+// server that sends no backend key (pid 0) still has the socket told apart. libpq sets the socket
+// to -1 when it drops a broken connection too, which handle() then reports as lost: it is.
+class pooled_connection final : public pqxx::connection {
+ public:
+  // Takes the handle from `conn` only once the base is built, so a throw leaves it with the caller.
+  explicit pooled_connection(pgconn_ptr&& conn)
+      : pqxx::connection{pqxx::connection::seize_raw_connection(conn.get())},
+        m_handle{conn.get()},
+        m_socket{PQsocket(conn.get())},
+        m_backend_pid{PQbackendPID(conn.get())} {
+    conn.release();  // the base owns it now; its destructor closes it
+  }
+  pooled_connection(const pooled_connection&) = delete;
+  pooled_connection& operator=(const pooled_connection&) = delete;
+
+  /// The libpq handle, or nullptr once this connection no longer holds it (or libpq dropped it).
+  [[nodiscard]] PGconn* handle() const noexcept {
+    return m_socket >= 0 && sock() == m_socket && backendpid() == m_backend_pid ? m_handle : nullptr;
+  }
+
+ private:
+  PGconn* const m_handle;   // owned by the base while handle() returns it; never dereferenced otherwise
+  const int m_socket;       // of m_handle when adopted
+  const int m_backend_pid;  // of m_handle when adopted (0 if the server sent none)
+};
+
 #endif
 
 // ---------------------------------------------------------------------------------------------

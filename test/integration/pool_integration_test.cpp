@@ -162,6 +162,42 @@ TEST(pool_integration, a_terminated_connection_is_never_silently_reopened) {
   EXPECT_EQ(p.stats().connections_created, 2u);
 }
 
+// A user may close() the leased connection (or, on libpqxx 7, move it out of the lease): the
+// pool must count it as broken, close nothing twice, and never hand that connection on.
+TEST(pool_integration, a_connection_the_user_closed_is_replaced_not_handed_on) {
+  pool_config cfg = app_config("itest_user_close");
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  pool p{cfg};
+  p.wait_ready(20s);
+  int pid = 0;
+  {
+    lease c = p.acquire();
+    pid = c->backendpid();
+#if PQXX_VERSION_MAJOR >= 7
+    c->close();
+#else
+    c->disconnect();  // libpqxx 6's public close
+#endif
+  }
+  EXPECT_EQ(p.stats().closed_broken, 1u);
+  lease again = p.acquire();
+  {
+    pqxx::nontransaction tx{*again};
+    EXPECT_NE(tx.exec("SELECT pg_backend_pid()")[0][0].as<int>(), pid);
+  }
+#if PQXX_VERSION_MAJOR >= 7
+  // Moved out: the user owns that connection now; the pool replaces it.
+  pqxx::connection mine{std::move(again.get())};
+  again.release();
+  EXPECT_EQ(p.stats().closed_broken, 2u);
+  pqxx::nontransaction tx{mine};
+  EXPECT_EQ(tx.exec("SELECT 1")[0][0].as<int>(), 1) << "the moved-out connection still works";
+  lease third = p.acquire();
+  EXPECT_NE(third->backendpid(), mine.backendpid());
+#endif
+}
+
 // libpqxx 6.4's pipeline, ended with a query still out, asks the server to cancel it and
 // leaves its results unread: libpq is still busy when the lease ends. The pool must not hand
 // that connection on (the next user would read the old results), and its log line must say why.

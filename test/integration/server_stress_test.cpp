@@ -34,9 +34,11 @@ TEST(server_stress, sixteen_threads_on_a_pool_of_four) {
           int seen = max_in_hand.load();
           while (now > seen && !max_in_hand.compare_exchange_weak(seen, now)) {
           }
-          pqxx::nontransaction tx{*c};
-          if ((t + i) % 9 == 0) tx.exec("BEGIN");  // returned dirty: the pool rolls it back
-          tx.exec("SELECT 1");
+          {
+            pqxx::nontransaction tx{*c};  // ended before the lease: discard() closes the connection
+            if ((t + i) % 9 == 0) tx.exec("BEGIN");  // returned dirty: the pool rolls it back
+            tx.exec("SELECT 1");
+          }
           --in_hand;
           if ((t + i) % 17 == 0) c.discard();
         } catch (const std::exception& e) {
