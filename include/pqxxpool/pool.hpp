@@ -85,6 +85,10 @@ class pool {
   /// the background threads, which open min_idle connections. Never blocks on connecting.
   explicit pool(pool_config cfg);
   /// Closes the pool (see close()). Outstanding leases stay valid; their connections close on return.
+  /// Threads blocked in acquire() or wait_ready() get pool_closed; the pool's internals live on
+  /// until the last of them (and the last lease) is done, so destroying a pool that other threads
+  /// are waiting on is safe. A call that starts after the destructor has begun is not: the pool
+  /// object itself is gone (share it, e.g. through a std::shared_ptr, if threads outlive it).
   ~pool();
   pool(const pool&) = delete;
   pool& operator=(const pool&) = delete;

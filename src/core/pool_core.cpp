@@ -206,8 +206,18 @@ void pool_core::destroy_from_owner() noexcept {
   bool last = false;
   {
     std::lock_guard<std::mutex> lk(m_mu);
-    last = m_in_use == 0;
+    last = m_in_use == 0 && m_inside == 0;
     if (!last) m_orphaned = true;
+  }
+  if (last) delete this;
+}
+
+void pool_core::leave_after_wait() noexcept {
+  bool last = false;
+  {
+    std::lock_guard<std::mutex> lk(m_mu);
+    --m_inside;
+    last = m_orphaned && m_in_use == 0 && m_inside == 0;
   }
   if (last) delete this;
 }
@@ -338,7 +348,7 @@ void pool_core::put_back_slow(slot* s) noexcept {
   {
     std::lock_guard<std::mutex> lk(m_mu);
     doomed = put_back_locked(s, m_clock->coarse_now());
-    last = m_orphaned && m_in_use == 0;
+    last = m_orphaned && m_in_use == 0 && m_inside == 0;
   }
   doomed.reset();
   if (last) delete this;
@@ -729,6 +739,12 @@ slot* pool_core::take_idle_locked(time_point coarse_now, doomed_list& doomed) {
   return s;  // counted by the caller once handed out (count_acquire_locked)
 }
 
+namespace {
+// The note of an acquire_timeout_error whose time went on validation round trips.
+constexpr const char* validation_took_the_time =
+    "an idle connection's validation round trip failed or did not finish in time";
+}  // namespace
+
 lease pool_core::acquire(std::chrono::milliseconds timeout, source_location where) {
   // The fast path: a parked connection, no lock, no precise clock.
   slot* adopted = take_cell();
@@ -755,6 +771,9 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
   time_point started{};                // when deadline was set: the time an error reports
   bool validation_lost = false;        // a connection this acquire took failed its validation
   taken_note taken;                    // kept across passes: a wait before a failed validation counts
+  // Declared before every lock of the loop below, so it runs last, with no lock held: a thread
+  // woken by close() may be the last user of an orphaned core.
+  const inside_guard leaving{this, &taken.inside};
   for (;;) {
     doomed_list doomed;  // declared before the lock: closed after unlock
     const time_point coarse_now = m_clock->coarse_now();
@@ -779,8 +798,7 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
           if (!validation_lost) throw;
           // The time went on a round trip, not in the queue: say so, and count all of it.
           throw acquire_timeout_error(std::chrono::duration_cast<std::chrono::milliseconds>(m_clock->now() - started),
-                                      e.snapshot(),
-                                      "an idle connection's validation round trip failed or did not finish in time");
+                                      e.snapshot(), validation_took_the_time);
         }
         mark_leased_locked(s, m_cfg.precise_usage_timing ? m_clock->now() : m_clock->coarse_now(), where);
         validate = needs_validation(*s, m_clock->coarse_now());  // time passed while waiting
@@ -801,8 +819,16 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
     // The round trip counts against the caller's deadline; acquire(0) ("do not wait for a
     // connection to come free") still allows one validation round trip, like try_acquire().
     if (!deadline) deadline = deadline_after(started = m_clock->now(), timeout);
-    if (validate_and_keep(s, timeout.count() > 0 ? deadline : std::nullopt, taken, &validation_lost))
-      return lease(this, s);
+    bool kept = false;
+    try {
+      kept = validate_and_keep(s, timeout.count() > 0 ? deadline : std::nullopt, taken, &validation_lost);
+    } catch (const acquire_timeout_error& e) {
+      // No time left for the round trip (an earlier pass's validation or wait took it): report
+      // the whole acquire, and why when a validation took the time, as wait_for_slot's does.
+      throw acquire_timeout_error(std::chrono::duration_cast<std::chrono::milliseconds>(m_clock->now() - started),
+                                  e.snapshot(), validation_lost ? validation_took_the_time : "");
+    }
+    if (kept) return lease(this, s);
     // The connection failed validation and was closed (or retired meanwhile): try again within
     // the same deadline.
   }
@@ -904,6 +930,8 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
   }
   if (!note.counted_waiting) ++m_stats.waited_acquires;
   note.counted_waiting = true;
+  if (!note.inside) ++m_inside;  // from here the owner may be destroyed while this thread sleeps
+  note.inside = true;
   waiter w;
   w.enqueued_at = start;
   w.cpu = m_clock->cpu_of_caller();
@@ -1044,7 +1072,7 @@ void pool_core::give_back(slot* s, bool discard) noexcept {
       serve_on_until_replaced_locked(*s, coarse_now);
       doomed = put_back_locked(s, coarse_now);  // closes it instead if retired or pool closed
     }
-    last = m_orphaned && m_in_use == 0;
+    last = m_orphaned && m_in_use == 0 && m_inside == 0;
   }
   // Nothing below may touch *this unless `last`: another thread's return may delete it.
   doomed.reset();
@@ -1077,7 +1105,11 @@ void pool_core::wait_ready(std::chrono::milliseconds timeout) {
   }
   const time_point start = m_clock->now();
   const time_point deadline = deadline_after(start, timeout);
+  bool inside = false;
+  const inside_guard leaving{this, &inside};  // before the lock: runs after its unlock
   std::unique_lock<std::mutex> lk(m_mu);
+  ++m_inside;
+  inside = true;
   for (;;) {
     if (m_closed) throw pool_closed();
     if (m_slots.size() >= m_cfg.min_idle) return;

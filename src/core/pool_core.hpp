@@ -249,6 +249,20 @@ class pool_core {
     // in pool_exhausted_count and waited_acquires once.
     bool counted_exhausted = false;
     bool counted_waiting = false;
+    bool inside = false;  // counted in m_inside (it queued); acquire() leaves through leave_after_wait
+  };
+  /// Undoes one ++m_inside, and deletes this if the pool object is gone and nothing else uses
+  /// the core. Called without the lock, as the last thing a thread does with this object.
+  void leave_after_wait() noexcept;
+  /// Calls leave_after_wait() on destruction when `*flag` is set (a thread counted in m_inside).
+  struct inside_guard {
+    pool_core* core;
+    const bool* flag;
+    inside_guard(const inside_guard&) = delete;
+    inside_guard& operator=(const inside_guard&) = delete;
+    ~inside_guard() {
+      if (*flag) core->leave_after_wait();
+    }
   };
   void count_acquire_locked(const taken_note& n) noexcept;
 
@@ -360,7 +374,11 @@ class pool_core {
   std::size_t m_demand = 0;
   std::atomic<std::uint64_t> m_generation{0};  // written under m_mu; the fast path reads it
   bool m_closed = false;
-  bool m_orphaned = false;  // the pool object is gone; the last lease deletes this
+  bool m_orphaned = false;  // the pool object is gone; the last lease or waiter out deletes this
+  // Threads that blocked in acquire() or wait_ready() and have not left it yet. close() (also run
+  // by ~pool) wakes them, but they still run code of this object on their way out, so an orphaned
+  // core is deleted only when this is 0 as well as m_in_use (see leave_after_wait).
+  std::size_t m_inside = 0;
   std::size_t m_replacements_wanted = 0;
   std::size_t m_early_retired = 0;  // retired early in a full pool, replacement not yet open
   std::size_t m_pinging = 0;  // idle connections taken out for a health ping
