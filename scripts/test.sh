@@ -4,7 +4,8 @@
 # Usage: bash scripts/test.sh [--preset NAME]... [--no-deps] [--verbose]
 #
 #   --preset NAME  build/test only this CMake preset (repeatable);
-#                  default: release asan tsan
+#                  default: release asan tsan pqxx7 (pqxx7: a release build
+#                  against libpqxx 7, built first by scripts/libpqxx7.sh)
 #   --no-deps      skip scripts/deps.sh (also: PQXXPOOL_NO_DEPS=1)
 #   --verbose      stream build and ctest output instead of only logging it
 #
@@ -29,7 +30,7 @@ readonly ROOT
 readonly CLUSTER_SCRIPT="$ROOT/test/support/pgcluster.sh"
 readonly EMULATOR_SCRIPT="$ROOT/test/support/dsql_emulator.sh"
 readonly LOG_DIR="$ROOT/build/logs"
-readonly DEFAULT_PRESETS=(release asan tsan)
+readonly DEFAULT_PRESETS=(release asan tsan pqxx7)
 readonly CTEST_TIMEOUT="${PQXXPOOL_CTEST_TIMEOUT:-300}"
 
 usage() {
@@ -165,7 +166,9 @@ for p in "${presets[@]}"; do
     set_wrap "$p"
     echo "== build $p (log: ${log#"$ROOT"/})"
     t0=$SECONDS
-    if run_logged "$log" cmake --preset "$p" &&
+    # pqxx7 builds against libpqxx 7, which Debian 12 does not package: build that first.
+    if { [[ "$p" != pqxx7 ]] || run_logged "$log" bash "$ROOT/scripts/libpqxx7.sh"; } &&
+        run_logged "$log" cmake --preset "$p" &&
         run_logged "$log" "${wrap[@]}" cmake --build --preset "$p"; then
         built[$p]=1
         echo "   build $p: ok ($((SECONDS - t0))s)"

@@ -14,8 +14,11 @@ connect_error::connect_error(const std::string& message, std::string sqlstate)
     : error(message), m_sqlstate(std::move(sqlstate)) {}
 
 namespace {
+// "pqxxpool[orders]: ", as the pool's log lines begin; an unnamed pool is "default" there too.
+std::string prefix(const std::string& pool) { return "pqxxpool[" + (pool.empty() ? std::string("default") : pool) + "]: "; }
+
 std::string timeout_message(std::chrono::milliseconds waited, const pool_stats& s, const std::string& note) {
-  std::string m = "pqxxpool: no connection available after waiting " + std::to_string(waited.count()) +
+  std::string m = prefix(s.name) + "no connection available after waiting " + std::to_string(waited.count()) +
                   " ms (total " + std::to_string(s.total) + "/" + std::to_string(s.max_size) + ", idle " +
                   std::to_string(s.idle) + ", in use " + std::to_string(s.in_use) + ", connecting " +
                   std::to_string(s.connecting) + ", waiting " + std::to_string(s.waiting) + ")";
@@ -33,10 +36,11 @@ acquire_timeout_error::acquire_timeout_error(std::chrono::milliseconds waited, p
                                              const std::string& note)
     : error(timeout_message(waited, snapshot, note)), m_waited(waited), m_snapshot(std::move(snapshot)) {}
 
-pool_closed::pool_closed() : error("pqxxpool: the pool is closed") {}
+pool_closed::pool_closed(const std::string& pool) : error(prefix(pool) + "the pool is closed") {}
 
-too_many_waiters::too_many_waiters(std::size_t max_waiting)
-    : error("pqxxpool: too many threads waiting for a connection (max_waiting = " + std::to_string(max_waiting) + ")") {}
+too_many_waiters::too_many_waiters(std::size_t max_waiting, const std::string& pool)
+    : error(prefix(pool) + "too many threads waiting for a connection (max_waiting = " + std::to_string(max_waiting) +
+            ")") {}
 
 std::string connect_hint(std::string_view message) {
   // libpq's texts (strerror's for a refused TCP connect), matched as libpq 15 writes them.
@@ -56,6 +60,10 @@ std::string connect_hint(std::string_view message) {
   if (has("too many clients already") || has("remaining connection slots are reserved"))
     return "the server's max_connections is reached: every pool and client on it counts, so lower max_size "
            "(across all instances of the application) or raise max_connections on the server";
+  if (has("too many connections for role") || has("too many connections for database"))
+    return "the role's or database's CONNECTION LIMIT is reached (ALTER ROLE/DATABASE … CONNECTION LIMIT): "
+           "every connection of that user or to that database counts, so lower max_size (across all instances "
+           "of the application) or raise the limit";
   return dsql::hint_for(message);  // SNI, access denied, DSQL's connection limits
 }
 

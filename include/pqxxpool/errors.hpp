@@ -44,6 +44,8 @@ class connect_error : public error {
 /// acquire() gave up at its deadline. Carries how long it waited, a snapshot of the pool at that
 /// moment, and the pool's last connect error while connects are failing (empty once a connect
 /// has succeeded since; pool::stats().last_error keeps the most recent failure regardless).
+/// what(): "pqxxpool[NAME]: no connection available after waiting N ms (total …, idle …, in use …,
+/// connecting …, waiting …)", then the last connect error and the note, if any.
 class acquire_timeout_error : public error {
  public:
   /// note: appended to the message when not empty (why the wait ended as it did). Throws
@@ -64,16 +66,20 @@ class acquire_timeout_error : public error {
   pool_stats m_snapshot;
 };
 
-/// The pool was closed (before or while acquire() waited).
+/// The pool was closed (before or while acquire() waited). what(): "pqxxpool[NAME]: the pool is
+/// closed", NAME being pool_config::name ("default" when empty).
 class pool_closed : public error {
  public:
-  pool_closed();
+  /// pool: the pool's name for the message. Throws std::bad_alloc (building the message) only.
+  explicit pool_closed(const std::string& pool = {});
 };
 
 /// acquire() was refused at once because pool_config::max_waiting threads were already waiting.
+/// what() begins with "pqxxpool[NAME]: ", as acquire_timeout_error's does.
 class too_many_waiters : public error {
  public:
-  explicit too_many_waiters(std::size_t max_waiting);
+  /// pool: the pool's name for the message. Throws std::bad_alloc (building the message) only.
+  explicit too_many_waiters(std::size_t max_waiting, const std::string& pool = {});
 };
 
 /// An IAM authentication token could not be made: credentials were missing, malformed, expired

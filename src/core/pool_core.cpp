@@ -724,7 +724,7 @@ pool_stats pool_core::snapshot_locked() const {
 slot* pool_core::take_idle_locked(time_point coarse_now, doomed_list& doomed) {
   // The fast path: one critical section, no allocation, the precise clock read only when
   // someone waits (to apply the fairness window).
-  if (m_closed) throw pool_closed();
+  if (m_closed) throw pool_closed(m_log->pool);
   if (m_wait_head != nullptr) {
     const time_point now = m_clock->now();
     if (oldest_waiter_past_window_locked(now)) {
@@ -888,12 +888,12 @@ bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline, c
   if (ok) {
     // close(), evict_all() or its expiry came while the round trip ran.
     doomed = put_back_locked(s, coarse_now);
-    if (m_closed) throw pool_closed();  // doomed closes after the lock is released
+    if (m_closed) throw pool_closed(m_log->pool);  // doomed closes after the lock is released
     return false;
   }
   if (m_closed) {  // close() ended the round trip (the stop fd): not the connection's fault
     doomed = remove_slot_locked(s, close_reason::closed);
-    throw pool_closed();
+    throw pool_closed(m_log->pool);
   }
   if (failed != nullptr) *failed = true;
   if (vdeadline < now + m_cfg.validation_timeout && s->conn->validation_in_flight()) {
@@ -926,7 +926,7 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
   }
   if (m_cfg.max_waiting != 0 && m_waiting >= m_cfg.max_waiting) {
     ++m_stats.rejected_waiters;
-    throw too_many_waiters(m_cfg.max_waiting);
+    throw too_many_waiters(m_cfg.max_waiting, m_log->pool);
   }
   if (!note.counted_waiting) ++m_stats.waited_acquires;
   note.counted_waiting = true;
@@ -963,13 +963,13 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
       s = std::exchange(w.handed, nullptr);  // ours now (the unwind guard must not give it back)
       if (m_closed) {  // handed just before close(): not handed out after it
         doomed.push_back(remove_slot_locked(s, close_reason::closed));
-        throw pool_closed();
+        throw pool_closed(m_log->pool);
       }
       from_connect = s->fresh;
       s->fresh = false;
       break;
     }
-    if (m_closed) throw pool_closed();  // the guard unlinks w
+    if (m_closed) throw pool_closed(m_log->pool);  // the guard unlinks w
     if (w.woken) {
       w.woken = false;
       m_awake.fetch_sub(1, std::memory_order_seq_cst);  // then drain: the Dekker pair with park()
@@ -1111,7 +1111,7 @@ void pool_core::wait_ready(std::chrono::milliseconds timeout) {
   ++m_inside;
   inside = true;
   for (;;) {
-    if (m_closed) throw pool_closed();
+    if (m_closed) throw pool_closed(m_log->pool);
     if (m_slots.size() >= m_cfg.min_idle) return;
     const time_point now = m_clock->now();
     if (now >= deadline) {

@@ -117,5 +117,20 @@ TEST(connect_hint, postgresql_max_connections_is_not_a_dsql_limit) {
   }
 }
 
+TEST(connect_hint, a_role_or_database_connection_limit_says_which_limit) {
+  // PostgreSQL 15's texts (53300) when ALTER ROLE/DATABASE … CONNECTION LIMIT is reached; the role
+  // case as a new-user trial met it through a pool (the database case is the same sentence).
+  for (const char* message :
+       {"connection to server at \"127.0.0.1\", port 23121 failed: FATAL:  53300: too many connections for role "
+        "\"app\"",
+        "connection to server at \"127.0.0.1\", port 23121 failed: FATAL:  53300: too many connections for "
+        "database \"app\""}) {
+    const std::string hint = connect_hint(message);
+    EXPECT_TRUE(contains(hint, "CONNECTION LIMIT")) << message << " -> " << hint;
+    EXPECT_TRUE(contains(hint, "max_size")) << hint;
+    EXPECT_FALSE(contains(hint, "10,000")) << hint;
+  }
+}
+
 }  // namespace
 }  // namespace pqxxpool::test

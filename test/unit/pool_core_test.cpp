@@ -2,6 +2,7 @@
 // backoff and timeouts are exercised in fake time, so nothing here sleeps.
 
 #include <condition_variable>
+#include <functional>
 #include <future>
 #include <set>
 #include <thread>
@@ -1376,6 +1377,36 @@ TEST(pool_core, threads_waiting_when_the_pool_is_destroyed_get_pool_closed_and_t
     for (std::thread& t : waiters) t.join();
     EXPECT_EQ(closed.load(), 4) << "round " << round;
   }
+}
+
+TEST(pool_core, errors_name_the_pool) {
+  // With several pools in one process, an exception must say which one (HikariCP prefixes its
+  // pool name too); the name is "default" when none was set, as in the log and the metrics.
+  pool_config cfg = small_config(1, 1);
+  cfg.name = "orders";
+  cfg.max_waiting = 1;
+  fake_pool p(cfg);
+  ASSERT_TRUE(eventually([&] { return p.stats().idle == 1; }));
+  lease held = p.core->acquire(1s);
+  const auto what_of = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const error& e) {
+      return e.what();
+    }
+    return "no exception";
+  };
+  EXPECT_EQ(what_of([&] { (void)p.core->acquire(0ms); }).rfind("pqxxpool[orders]: no connection available", 0), 0u);
+  auto waiter = std::async(std::launch::async, [&] { return what_of([&] { (void)p.core->acquire(1000s); }); });
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));
+  EXPECT_EQ(what_of([&] { (void)p.core->acquire(1000s); }),
+            "pqxxpool[orders]: too many threads waiting for a connection (max_waiting = 1)");
+  p.core->close();
+  EXPECT_EQ(waiter.get(), "pqxxpool[orders]: the pool is closed");
+
+  fake_pool unnamed(small_config(1, 0));
+  unnamed.core->close();
+  EXPECT_EQ(what_of([&] { (void)unnamed.core->try_acquire(); }), "pqxxpool[default]: the pool is closed");
 }
 
 TEST(pool_core, moved_lease_returns_once) {
