@@ -63,6 +63,14 @@ struct load {
   }
 };
 
+/// app_config with one connection, opened at start (max_size = min_idle = 1).
+pool_config one_connection_config(const std::string& application_name) {
+  pool_config cfg = app_config(application_name);
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  return cfg;
+}
+
 TEST(pool_integration, acquire_runs_queries_over_verify_full_tls) {
   pool_config cfg = app_config("itest_basic");
   pool p{cfg};
@@ -165,10 +173,7 @@ TEST(pool_integration, a_terminated_connection_is_never_silently_reopened) {
 // A user may close() the leased connection (or, on libpqxx 7, move it out of the lease): the
 // pool must count it as broken, close nothing twice, and never hand that connection on.
 TEST(pool_integration, a_connection_the_user_closed_is_replaced_not_handed_on) {
-  pool_config cfg = app_config("itest_user_close");
-  cfg.max_size = 1;
-  cfg.min_idle = 1;
-  pool p{cfg};
+  pool p{one_connection_config("itest_user_close")};
   p.wait_ready(20s);
   int pid = 0;
   {
@@ -632,10 +637,7 @@ TEST(pool_integration, wrong_password_gives_acquire_timeout_with_sqlstate_and_no
 }
 
 TEST(pool_integration, a_connection_returned_inside_a_transaction_is_never_handed_out_dirty) {
-  pool_config cfg = app_config("itest_dirty");
-  cfg.max_size = 1;
-  cfg.min_idle = 1;
-  pool p{cfg};
+  pool p{one_connection_config("itest_dirty")};
   p.wait_ready(20s);
   {
     lease c = p.acquire();
