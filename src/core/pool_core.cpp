@@ -677,14 +677,18 @@ void pool_core::mark_leased_locked(slot* s, time_point at, const source_location
 }
 
 std::optional<pool_core::exhaustion_note> pool_core::exhaustion_report_due_locked(time_point coarse_now,
-                                                                                bool already_counted) noexcept {
+                                                                                taken_note& taken) noexcept {
   if (!exhausted_locked() || coarse_now < m_next_exhaustion_report) return std::nullopt;
   m_next_exhaustion_report = coarse_now + exhaustion_report_interval;
-  // The reporting acquire is counted when it starts over right after the report (include it),
-  // unless it was counted already (it queued before a failed validation and starts over).
-  const std::uint64_t through = m_stats.pool_exhausted_count + (already_counted ? 0 : 1);
-  exhaustion_note note{m_cfg.max_size, m_in_use, m_connecting, m_waiting, through - m_exhausted_at_last_report};
-  m_exhausted_at_last_report = through;
+  // The reporting acquire found the pool exhausted: it is counted now, once per acquire (when
+  // it starts over after the report, wait_for_slot does not count it again), so the report
+  // includes it exactly. Predicting its count instead went wrong when it then found a
+  // connection idle and was never counted.
+  if (!taken.counted_exhausted) ++m_stats.pool_exhausted_count;
+  taken.counted_exhausted = true;
+  exhaustion_note note{m_cfg.max_size, m_in_use, m_connecting, m_waiting,
+                       m_stats.pool_exhausted_count - m_exhausted_at_last_report};
+  m_exhausted_at_last_report = m_stats.pool_exhausted_count;
   return note;
 }
 
@@ -788,8 +792,8 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
         mark_leased_locked(s, m_cfg.precise_usage_timing ? m_clock->now() : coarse_now, where);
         validate = needs_validation(*s, coarse_now);
         if (!validate) count_acquire_locked(taken);
-      } else if ((exhausted = exhaustion_report_due_locked(coarse_now, taken.counted_exhausted))) {
-        // Logged outside the lock; then this acquire starts over (and is counted then).
+      } else if ((exhausted = exhaustion_report_due_locked(coarse_now, taken))) {
+        // Counted there; logged outside the lock; then this acquire starts over.
       } else {
         if (!deadline) deadline = deadline_after(started = m_clock->now(), timeout);
         try {
@@ -804,6 +808,11 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
         validate = needs_validation(*s, m_clock->coarse_now());  // time passed while waiting
         if (!validate) count_acquire_locked(taken);
       }
+      // A connection to validate outside the lock: a failure or close() may remove it (m_in_use
+      // goes down) while this thread still runs core code. A lease to return: m_in_use holds
+      // the core from here, so the thread is uncounted without another lock on its way out.
+      if (s != nullptr && validate) enter_locked(taken);
+      if (s != nullptr && !validate) settle_locked(taken);
     }
     doomed.clear();
     if (exhausted) {
@@ -836,6 +845,8 @@ lease pool_core::acquire(std::chrono::milliseconds timeout, source_location wher
 
 lease pool_core::try_acquire(source_location where) {
   slot* adopted = take_cell();  // the fast path, finished under the lock (try_acquire is rarer)
+  taken_note taken;
+  const inside_guard leaving{this, &taken.inside};  // as in acquire(): runs after every unlock
   for (;;) {
     doomed_list doomed;
     const time_point coarse_now = m_clock->coarse_now();
@@ -852,14 +863,19 @@ lease pool_core::try_acquire(source_location where) {
       }
       mark_leased_locked(s, m_cfg.precise_usage_timing ? m_clock->now() : coarse_now, where);
       validate = needs_validation(*s, coarse_now);
-      if (!validate) count_acquire_locked({});
+      if (validate) {
+        enter_locked(taken);  // as in acquire()
+      } else {
+        count_acquire_locked(taken);
+        settle_locked(taken);
+      }
     }
     doomed.clear();
-    if (!validate || validate_and_keep(s, std::nullopt, {})) return lease(this, s);
+    if (!validate || validate_and_keep(s, std::nullopt, taken)) return lease(this, s);
   }
 }
 
-bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline, const taken_note& note,
+bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline, taken_note& note,
                                   bool* failed) {
   // Runs on the caller's thread, outside the lock, within the caller's deadline.
   const time_point now = m_clock->now();
@@ -883,6 +899,7 @@ bool pool_core::validate_and_keep(slot* s, std::optional<time_point> deadline, c
   if (ok && !m_closed && !is_retired_locked(*s, coarse_now)) {
     s->last_alive_at = coarse_now;
     count_acquire_locked(note);
+    settle_locked(note);
     return true;
   }
   if (ok) {
@@ -930,8 +947,7 @@ slot* pool_core::wait_for_slot(std::unique_lock<std::mutex>& lk, time_point dead
   }
   if (!note.counted_waiting) ++m_stats.waited_acquires;
   note.counted_waiting = true;
-  if (!note.inside) ++m_inside;  // from here the owner may be destroyed while this thread sleeps
-  note.inside = true;
+  enter_locked(note);  // from here the owner may be destroyed while this thread sleeps
   waiter w;
   w.enqueued_at = start;
   w.cpu = m_clock->cpu_of_caller();

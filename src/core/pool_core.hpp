@@ -249,10 +249,25 @@ class pool_core {
     // in pool_exhausted_count and waited_acquires once.
     bool counted_exhausted = false;
     bool counted_waiting = false;
-    bool inside = false;  // counted in m_inside (it queued); acquire() leaves through leave_after_wait
+    // Counted in m_inside: it queued, or holds a connection it is validating outside the lock
+    // (which a failed validation or close() may remove, taking m_in_use down under it).
+    bool inside = false;
   };
+  /// Counts the calling thread in m_inside (once per acquire): from now until it holds a lease
+  /// that m_in_use counts, or has left, the core must not be deleted under it.
+  void enter_locked(taken_note& n) noexcept {
+    if (!n.inside) ++m_inside;
+    n.inside = true;
+  }
+  /// Uncounts it once the lease it is about to return is counted in m_in_use (no extra lock on
+  /// the way out of a successful acquire: the lease keeps the core alive from here).
+  void settle_locked(taken_note& n) noexcept {
+    if (n.inside) --m_inside;
+    n.inside = false;
+  }
   /// Undoes one ++m_inside, and deletes this if the pool object is gone and nothing else uses
-  /// the core. Called without the lock, as the last thing a thread does with this object.
+  /// the core. Called without the lock, as the last thing a thread does with this object (on an
+  /// exception or after a failed attempt; a successful one settles under its lock instead).
   void leave_after_wait() noexcept;
   /// Calls leave_after_wait() on destruction when `*flag` is set (a thread counted in m_inside).
   struct inside_guard {
@@ -299,7 +314,7 @@ class pool_core {
     std::size_t max_size, in_use, connecting, waiting;
     std::uint64_t since_last;  // exhaustion events since the previous warning
   };
-  std::optional<exhaustion_note> exhaustion_report_due_locked(time_point coarse_now, bool already_counted) noexcept;
+  std::optional<exhaustion_note> exhaustion_report_due_locked(time_point coarse_now, taken_note& note) noexcept;
   void wake_idle_competitor_locked() noexcept;
   void enqueue_locked(waiter& w) noexcept;
   void dequeue_locked(waiter& w) noexcept;
@@ -314,7 +329,7 @@ class pool_core {
   /// Validates a taken slot outside the lock; on success counts the acquire (note), on failure
   /// closes it and returns false. *failed (when given) is set if false came from a failed or
   /// unfinished round trip rather than from the connection retiring meanwhile.
-  bool validate_and_keep(slot* s, std::optional<time_point> deadline, const taken_note& note,
+  bool validate_and_keep(slot* s, std::optional<time_point> deadline, taken_note& note,
                          bool* failed = nullptr);
 
   // --- background threads ----------------------------------------------------------------

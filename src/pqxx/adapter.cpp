@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -34,6 +35,7 @@
 #if PQXX_VERSION_MAJOR < 7
 #include <pqxx/connectionpolicy>
 #else
+#include <libpq-events.h>  // PGEVT_CONNDESTROY: when a handle adopted by libpqxx 7 is finished
 #include <pqxx/connection>
 #endif
 #include <pqxx/except>
@@ -289,33 +291,69 @@ class pooled_connection final : public pqxx::connection_base {
 // libpqxx 7 adopts a libpq handle through pqxx::connection::seize_raw_connection, and users get a
 // pqxx::connection, which this class is. libpqxx 7 never reconnects by itself, but the handle is
 // private and a user can still close() the connection, move it away or move another one onto it.
-// So handle() gives the adopted handle only while the connection still holds it, told by its
-// socket and backend pid (plain field reads in libpq): -1 and 0 once closed or moved from, a
-// socket opened before ours closed (so another number) for a connection moved onto it. A
-// server that sends no backend key (pid 0) still has the socket told apart. libpq sets the socket
-// to -1 when it drops a broken connection too, which handle() then reports as lost: it is.
+// So handle() gives the adopted handle only while it is provably still alive and held here:
+//  - alive: a libpq event procedure registered on the handle notes PGEVT_CONNDESTROY, which
+//    PQfinish raises whoever calls it (close(), a move-assignment, the destructor, or the user's
+//    own connection after moving it out of the lease); until then the handle is valid memory;
+//  - held here: the base's socket and backend pid are still those of the handle (a base closed or
+//    moved from gives -1 and 0; a connection moved onto it closed ours first, which the event
+//    notes). libpq sets the socket to -1 when it drops a broken connection too, which handle()
+//    then reports as lost: it is.
+struct handle_watch {
+  std::atomic<bool> finished{false};
+};
+
+// Owns one reference to the watch through the pass-through pointer, dropped when the handle is
+// finished. libpq calls this for every event of the connection (results included): it returns
+// 1 (success) at once for those.
+int watch_handle(PGEventId event, void* /*info*/, void* pass_through) noexcept {
+  if (event == PGEVT_CONNDESTROY) {
+    auto* ref = static_cast<std::shared_ptr<handle_watch>*>(pass_through);
+    (*ref)->finished.store(true, std::memory_order_release);
+    delete ref;
+  }
+  return 1;
+}
+
+std::shared_ptr<handle_watch> watch(PGconn* conn) {
+  auto w = std::make_shared<handle_watch>();
+  auto* ref = new std::shared_ptr<handle_watch>(w);
+  if (PQregisterEventProc(conn, watch_handle, "pqxxpool", ref) == 0) {
+    delete ref;  // not registered: libpq will never call it
+    throw std::bad_alloc();  // libpq fails this only when out of memory (arguments are valid)
+  }
+  return w;
+}
+
 class pooled_connection final : public pqxx::connection {
  public:
   // Takes the handle from `conn` only once the base is built, so a throw leaves it with the caller.
-  explicit pooled_connection(pgconn_ptr&& conn)
-      : pqxx::connection{pqxx::connection::seize_raw_connection(conn.get())},
-        m_handle{conn.get()},
-        m_socket{PQsocket(conn.get())},
-        m_backend_pid{PQbackendPID(conn.get())} {
-    conn.release();  // the base owns it now; its destructor closes it
-  }
+  // The watch is registered first (an argument of the delegated constructor): once the base
+  // exists nothing may throw, or the base and the caller would both close the handle.
+  explicit pooled_connection(pgconn_ptr&& conn) : pooled_connection{std::move(conn), watch(conn.get())} {}
   pooled_connection(const pooled_connection&) = delete;
   pooled_connection& operator=(const pooled_connection&) = delete;
 
   /// The libpq handle, or nullptr once this connection no longer holds it (or libpq dropped it).
   [[nodiscard]] PGconn* handle() const noexcept {
+    if (m_watch->finished.load(std::memory_order_acquire)) return nullptr;
     return m_socket >= 0 && sock() == m_socket && backendpid() == m_backend_pid ? m_handle : nullptr;
   }
 
  private:
-  PGconn* const m_handle;   // owned by the base while handle() returns it; never dereferenced otherwise
-  const int m_socket;       // of m_handle when adopted
-  const int m_backend_pid;  // of m_handle when adopted (0 if the server sent none)
+  pooled_connection(pgconn_ptr&& conn, std::shared_ptr<handle_watch> w) noexcept(false)
+      : pqxx::connection{pqxx::connection::seize_raw_connection(conn.get())},
+        m_handle{conn.get()},
+        m_watch{std::move(w)},
+        m_socket{PQsocket(conn.get())},
+        m_backend_pid{PQbackendPID(conn.get())} {
+    conn.release();  // the base owns it now; its destructor closes it
+  }
+
+  PGconn* const m_handle;                      // valid while !m_watch->finished
+  const std::shared_ptr<handle_watch> m_watch;  // shared with the event procedure's reference
+  const int m_socket;                           // of m_handle when adopted
+  const int m_backend_pid;                      // of m_handle when adopted (0 if the server sent none)
 };
 
 #endif

@@ -200,6 +200,14 @@ TEST(pool_integration, a_connection_the_user_closed_is_replaced_not_handed_on) {
   EXPECT_EQ(tx.exec("SELECT 1")[0][0].as<int>(), 1) << "the moved-out connection still works";
   lease third = p.acquire();
   EXPECT_NE(third->backendpid(), mine.backendpid());
+  // Another connection moved onto the leased one (which closes the pool's first): the pool must
+  // not take the newcomer's handle for its own; it counts its connection lost and closes both.
+  third.get() = pqxx::connection{env("PQXXPOOL_TEST_CONNINFO")};
+  third.release();
+  EXPECT_EQ(p.stats().closed_broken, 3u);
+  lease fourth = p.acquire();
+  pqxx::nontransaction tx4{*fourth};
+  EXPECT_EQ(tx4.exec("SELECT 1")[0][0].as<int>(), 1);
 #endif
 }
 

@@ -194,6 +194,15 @@ class fake_connector final : public core::connector {
   duration takes{};
 
   explicit fake_connector(std::shared_ptr<fake_clock> clk) : m_clock(std::move(clk)) {}
+  ~fake_connector() override {
+    if (gone) *gone = true;
+  }
+  fake_connector(const fake_connector&) = delete;
+  fake_connector& operator=(const fake_connector&) = delete;
+
+  /// Set when the connector is destroyed, i.e. when the pool core that owns it is deleted (set
+  /// before the pool starts, in fake_pool's setup): a test can tell a core that was never freed.
+  std::shared_ptr<std::atomic<bool>> gone;
 
   std::unique_ptr<core::physical> connect(const core::connect_limits&) override {
     std::unique_lock<std::mutex> lk(m_mu);

@@ -1379,6 +1379,39 @@ TEST(pool_core, threads_waiting_when_the_pool_is_destroyed_get_pool_closed_and_t
   }
 }
 
+TEST(pool_core, a_pool_destroyed_while_an_acquire_validates_is_freed_when_that_acquire_ends) {
+  // The acquiring thread holds the connection it validates (m_in_use); ~pool orphans the core;
+  // the round trip ends, the connection is put back and closed (the pool is closed), and the
+  // thread leaves with pool_closed. It is then the last user, so it must delete the core: before,
+  // nothing did (a leak), as nothing counted it once its connection was gone.
+  auto gone = std::make_shared<std::atomic<bool>>(false);
+  auto p = std::make_unique<fake_pool>(one_validated_connection(), [gone](fake_connector& c) { c.gone = gone; });
+  ASSERT_TRUE(eventually([&] { return p->stats().idle == 1; }));
+  const std::shared_ptr<fake_state> st = its_connection(*p);
+  std::promise<void> entered, destroyed;
+  std::shared_future<void> destroyed_f = destroyed.get_future().share();
+  st->on_validate = [&entered, destroyed_f] {
+    entered.set_value();
+    destroyed_f.wait();
+  };
+  p->clock->advance(2s);
+  core::pool_core* core = p->core;
+  auto acquirer = std::async(std::launch::async, [core]() -> std::string {
+    try {
+      (void)core->acquire(1000s);
+      return "acquired";
+    } catch (const pool_closed&) {
+      return "pool_closed";
+    }
+  });
+  entered.get_future().wait();  // the round trip is under way
+  p.reset();                    // ~pool: the core is orphaned, the acquirer still in it
+  EXPECT_FALSE(gone->load()) << "deleted while a thread was still validating in it";
+  destroyed.set_value();
+  EXPECT_EQ(acquirer.get(), "pool_closed");
+  EXPECT_TRUE(gone->load()) << "the core was never freed";
+}
+
 TEST(pool_core, errors_name_the_pool) {
   // With several pools in one process, an exception must say which one (HikariCP prefixes its
   // pool name too); the name is "default" when none was set, as in the log and the metrics.
