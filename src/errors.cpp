@@ -64,6 +64,21 @@ std::string connect_hint(std::string_view message) {
     return "the role's or database's CONNECTION LIMIT is reached (ALTER ROLE/DATABASE … CONNECTION LIMIT): "
            "every connection of that user or to that database counts, so lower max_size (across all instances "
            "of the application) or raise the limit";
+  // PgBouncer's own refusals (its texts as of 1.18): the pooler, not PostgreSQL, said no.
+  if (has("SASL authentication failed"))
+    return "a connection pooler (PgBouncer) rejected the password: it is wrong for this user, or the "
+           "pooler's auth_file / auth_query does not have this user's current password";
+  if (has("unsupported startup parameter"))
+    return "a connection pooler (PgBouncer) refuses a startup parameter it does not pass on, usually "
+           "options=-c …: set those settings with ALTER ROLE … SET (or in a SQL statement) instead; its "
+           "ignore_startup_parameters would drop the setting silently";
+  if (has("no more connections allowed"))
+    return "the connection pooler's limit of client connections (PgBouncer's max_client_conn) is reached: "
+           "every pool and client behind it counts, so lower max_size (across all instances of the "
+           "application) or raise max_client_conn";
+  if (has("server login has been failing"))
+    return "the connection pooler (PgBouncer) cannot log in to the PostgreSQL server behind it (its "
+           "server_login_retry): check that server, and the pooler's credentials for it";
   return dsql::hint_for(message);  // SNI, access denied, DSQL's connection limits
 }
 

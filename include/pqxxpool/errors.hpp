@@ -104,6 +104,10 @@ class token_error : public error {
 /// - "does not match host name": with sslmode=verify-full, host must be a name on the server's
 ///   certificate (connect through a tunnel with host = that name, hostaddr = the tunnel);
 /// - PostgreSQL's "too many clients already" / reserved slots: max_connections is reached;
+/// - a role's or database's CONNECTION LIMIT ("too many connections for role/database");
+/// - PgBouncer's refusals: "SASL authentication failed" (its password check), "unsupported
+///   startup parameter" (options=-c …: use ALTER ROLE … SET), "no more connections allowed"
+///   (max_client_conn), "server login has been failing" (it cannot reach the server behind it);
 /// - and, through dsql::hint_for, Aurora DSQL's "sni" as a word of its own (set host to the
 ///   endpoint and hostaddr to the tunnel; a name containing "sni" does not count), "access
 ///   denied" (token expired, wrong action for the user, region), 53300 and 53400.

@@ -129,7 +129,9 @@ void retired::close_now() noexcept {
         case close_reason::evicted: why = "evicted (evict_all) after"; break;
         case close_reason::closed: why = "pool closed, age"; break;
       }
-      const std::string detail = m_why == close_reason::broken ? m_conn->failure() : std::string{};
+      const std::string detail = m_why == close_reason::broken || m_why == close_reason::validation_failed
+                                     ? m_conn->failure()
+                                     : std::string{};
       m_log->logger->log(level, "pqxxpool[{}]: closing connection {} (backend pid {}): {} {}{}{}", m_log->pool, m_id,
                          m_conn->backend_pid(), why, human(m_age), detail.empty() ? "" : ": ", detail);
     }

@@ -114,6 +114,34 @@ std::string clean_libpq_message(std::string_view message) {
   return std::string{trim(out)};
 }
 
+// libpq's message of a connection that broke, on one line for a log line ("server closed the
+// connection unexpectedly\n\tThis probably means …" → "… unexpectedly This probably means …"):
+// what the server or a pooler in front of it said last, e.g. PgBouncer's "FATAL:  08P01:
+// query_wait_timeout". "" when libpq has nothing. Never throws (out of memory loses the text).
+std::string one_line(std::string_view message) noexcept {
+  try {
+    std::string out;
+    bool space = false;
+    for (const char c : clean_libpq_message(message)) {
+      if (c == '\n' || c == '\t' || c == ' ') {
+        space = !out.empty();
+        continue;
+      }
+      if (space) out.push_back(' ');
+      space = false;
+      out.push_back(c);
+    }
+    return out;
+  } catch (...) {
+    return {};
+  }
+}
+
+std::string lost_message(const PGconn* conn) noexcept {
+  const char* text = conn != nullptr ? PQerrorMessage(conn) : nullptr;
+  return text != nullptr ? one_line(text) : std::string{};
+}
+
 std::string exception_text(const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);
@@ -241,19 +269,31 @@ class handle_policy final : public pqxx::connectionpolicy {
     return m_current;
   }
   handle do_dropconnect(handle orig) noexcept override {
+    note_loss(orig);
     m_current = nullptr;
     return orig;
   }
   handle do_disconnect(handle orig) noexcept override {
+    note_loss(orig);
     m_current = nullptr;
     return pqxx::connectionpolicy::do_disconnect(orig);  // do_dropconnect, then PQfinish
   }
 
   [[nodiscard]] PGconn* current() const noexcept { return m_current; }
+  /// libpq's last message of a handle that libpqxx dropped after it broke ("" if none).
+  [[nodiscard]] const std::string& lost() const noexcept { return m_lost; }
 
  private:
+  // libpqxx 6 drops (PQfinish) a handle it finds broken, and libpq's message why goes with it:
+  // keep it for the pool's "closing connection …: broken" line. A healthy handle being closed
+  // has no message worth keeping.
+  void note_loss(PGconn* orig) noexcept {
+    if (orig != nullptr && m_lost.empty() && PQstatus(orig) != CONNECTION_OK) m_lost = lost_message(orig);
+  }
+
   PGconn* m_pending;
   PGconn* m_current = nullptr;
+  std::string m_lost;
 };
 
 // The connection users get. Built exactly like pqxx::basic_connection_base: connection_base only
@@ -282,6 +322,18 @@ class pooled_connection final : public pqxx::connection_base {
   /// The libpq handle, or nullptr once libpqxx has dropped it.
   [[nodiscard]] PGconn* handle() const noexcept { return m_policy.current(); }
 
+  /// Why the connection broke, as libpq said it last ("" when it did not break, or said nothing).
+  /// Call only once the lease is back (the pool's thread owns the connection then).
+  [[nodiscard]] std::string lost_reason() const noexcept {
+    PGconn* const conn = handle();
+    if (conn != nullptr) return PQstatus(conn) != CONNECTION_OK ? lost_message(conn) : std::string{};
+    try {
+      return m_policy.lost();
+    } catch (...) {
+      return {};
+    }
+  }
+
  private:
   handle_policy m_policy;
 };
@@ -301,16 +353,41 @@ class pooled_connection final : public pqxx::connection_base {
 //    then reports as lost: it is.
 struct handle_watch {
   std::atomic<bool> finished{false};
+  // libpq's message of the first failed result that found the connection broken. libpq replaces
+  // its error message at every later call ("no connection to the server"), and libpqxx 7 keeps
+  // a broken handle, so the reason a server or pooler gave would be gone by the lease's return.
+  // Written by whichever thread ran the query (the lease's user), read by the pool's thread once
+  // the lease is back, which orders the two.
+  std::string lost;
 };
 
+// A server error of severity FATAL or PANIC: the server (or PgBouncer) ends the session after
+// it, so libpq may not know yet that the connection is gone when the result is made.
+bool ends_session(const PGresult* res) noexcept {
+  const char* severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+  if (severity == nullptr) severity = PQresultErrorField(res, PG_DIAG_SEVERITY);  // servers before 9.6
+  return severity != nullptr && (std::strcmp(severity, "FATAL") == 0 || std::strcmp(severity, "PANIC") == 0);
+}
+
 // Owns one reference to the watch through the pass-through pointer, dropped when the handle is
-// finished. libpq calls this for every event of the connection (results included): it returns
-// 1 (success) at once for those.
-int watch_handle(PGEventId event, void* /*info*/, void* pass_through) noexcept {
+// finished. libpq calls this for every event of the connection; a result that found the
+// connection broken leaves its message in the watch. Returns 1 (success) always.
+int watch_handle(PGEventId event, void* info, void* pass_through) noexcept {
+  auto* ref = static_cast<std::shared_ptr<handle_watch>*>(pass_through);
   if (event == PGEVT_CONNDESTROY) {
-    auto* ref = static_cast<std::shared_ptr<handle_watch>*>(pass_through);
     (*ref)->finished.store(true, std::memory_order_release);
     delete ref;
+  } else if (event == PGEVT_RESULTCREATE) {
+    const auto* created = static_cast<const PGEventResultCreate*>(info);
+    handle_watch& w = **ref;
+    if (w.lost.empty() && PQresultStatus(created->result) == PGRES_FATAL_ERROR &&
+        (PQstatus(created->conn) != CONNECTION_OK || ends_session(created->result))) {
+      try {
+        w.lost = clean_libpq_message(PQresultErrorMessage(created->result));
+      } catch (...) {
+        // out of memory: the close line falls back to libpq's last message
+      }
+    }
   }
   return 1;
 }
@@ -338,6 +415,19 @@ class pooled_connection final : public pqxx::connection {
   [[nodiscard]] PGconn* handle() const noexcept {
     if (m_watch->finished.load(std::memory_order_acquire)) return nullptr;
     return m_socket >= 0 && sock() == m_socket && backendpid() == m_backend_pid ? m_handle : nullptr;
+  }
+
+  /// Why the connection broke, as libpq said it last ("" when it did not break, when libpq said
+  /// nothing, or when this connection no longer holds the handle: a user's close() or move).
+  /// libpq keeps a broken handle (socket -1, backend pid 0) until PQfinish; the base still holds
+  /// ours exactly when its username() is our handle's own string (PQuser of the same PGconn).
+  /// Call only once the lease is back (the pool's thread owns the connection then).
+  [[nodiscard]] std::string lost_reason() const noexcept {
+    if (m_watch->finished.load(std::memory_order_acquire)) return {};
+    const char* const user = PQuser(m_handle);
+    if (user == nullptr || username() != user || PQstatus(m_handle) == CONNECTION_OK) return {};
+    if (!m_watch->lost.empty()) return one_line(m_watch->lost);
+    return lost_message(m_handle);
   }
 
  private:
@@ -453,7 +543,7 @@ class pooled_physical final : public core::physical {
     // The reason noted here ends the pool's "closing connection …: broken" line.
     PGconn* const conn = m_conn->handle();
     if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
-      note_failure("the connection was lost");
+      note_lost();
       return core::return_state::broken;
     }
     switch (PQtransactionStatus(conn)) {
@@ -468,7 +558,7 @@ class pooled_physical final : public core::physical {
       case PQTRANS_UNKNOWN:  // connection bad
         break;
     }
-    note_failure("the connection was lost");
+    note_lost();
     return core::return_state::broken;
   }
 
@@ -477,6 +567,7 @@ class pooled_physical final : public core::physical {
     const bool ok = round_trip(m_conn->handle(), "", PGRES_EMPTY_QUERY, deadline, m_stop_fd, nullptr, &timed_out);
     PGconn* const conn = m_conn->handle();
     m_validation_in_flight = !ok && timed_out && conn != nullptr && PQstatus(conn) == CONNECTION_OK;
+    if (!ok) note_validation_failure(timed_out);
     return ok;
   }
 
@@ -485,8 +576,11 @@ class pooled_physical final : public core::physical {
   bool finish_validation(core::time_point deadline) noexcept override {
     if (!std::exchange(m_validation_in_flight, false)) return false;
     PGconn* const conn = m_conn->handle();
-    if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
-    return await_round_trip(conn, PGRES_EMPTY_QUERY, deadline, m_stop_fd, nullptr, nullptr);
+    bool timed_out = false;
+    const bool ok = conn != nullptr && PQstatus(conn) == CONNECTION_OK &&
+                    await_round_trip(conn, PGRES_EMPTY_QUERY, deadline, m_stop_fd, nullptr, &timed_out);
+    if (!ok) note_validation_failure(timed_out);
+    return ok;
   }
 
   bool reset(core::time_point deadline, const std::function<void(connection&)>& reset_hook) noexcept override {
@@ -533,6 +627,30 @@ class pooled_physical final : public core::physical {
       m_failure = std::string(what) + detail;
     } catch (...) {
       m_failure.clear();
+    }
+  }
+
+  /// "the connection was lost", with what libpq said last when it said something (a server's or
+  /// PgBouncer's FATAL message, "server closed the connection unexpectedly", …).
+  void note_lost() noexcept {
+    const std::string why = m_conn->lost_reason();
+    note_failure("the connection was lost", why.empty() ? "" : (": " + why).c_str());
+  }
+
+  /// Why a validation round trip failed: no answer in time (a slow network, or a server or pooler
+  /// that queues the query: PgBouncer waiting for a server connection), a lost connection, or an
+  /// error the server sent.
+  void note_validation_failure(bool timed_out) noexcept {
+    PGconn* const conn = m_conn->handle();
+    if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
+      note_lost();
+    } else if (timed_out) {
+      note_failure("no answer before the validation deadline (validation_timeout, or the acquire's own)");
+    } else if (stop_requested(m_stop_fd)) {
+      note_failure("the pool is closing");
+    } else {
+      const std::string said = lost_message(conn);
+      note_failure("the server answered with an error", said.empty() ? "" : (": " + said).c_str());
     }
   }
 

@@ -127,6 +127,8 @@ TEST(pool_integration, terminated_idle_connections_are_caught_by_validation) {
   cfg.max_size = 3;
   cfg.min_idle = 3;
   cfg.validate_after_idle = 0ms;  // validate on every acquire
+  auto ring = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
+  cfg.logger = std::make_shared<spdlog::logger>("itest_terminate", ring);
   pool p{cfg};
   p.wait_ready(20s);
   ASSERT_EQ(terminate_backends("itest_terminate"), 3);
@@ -137,6 +139,12 @@ TEST(pool_integration, terminated_idle_connections_are_caught_by_validation) {
   }
   EXPECT_GE(p.stats().closed_validation_failed, 1u);
   EXPECT_LE(backends("itest_terminate"), 3);
+  // The close line says why, in the server's words (not just "failed").
+  std::string log;
+  for (const std::string& line : ring->last_formatted()) log += line;
+  EXPECT_NE(log.find("failed its validation round trip after"), std::string::npos) << log;
+  EXPECT_NE(log.find(": the connection was lost: "), std::string::npos) << log;
+  EXPECT_NE(log.find("terminating connection due to administrator command"), std::string::npos) << log;
 }
 
 TEST(pool_integration, a_terminated_connection_is_never_silently_reopened) {
@@ -144,6 +152,8 @@ TEST(pool_integration, a_terminated_connection_is_never_silently_reopened) {
   cfg.max_size = 1;
   cfg.min_idle = 1;
   cfg.validate_after_idle = std::chrono::hours(1);  // skip validation: the user meets the dead link
+  auto ring = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
+  cfg.logger = std::make_shared<spdlog::logger>("itest_noreconnect", ring);
   pool p{cfg};
   p.wait_ready(20s);
   lease c = p.acquire();
@@ -164,10 +174,56 @@ TEST(pool_integration, a_terminated_connection_is_never_silently_reopened) {
   EXPECT_EQ(p.stats().connections_created, 1u);
   c.release();
   EXPECT_EQ(p.stats().closed_broken, 1u);
+  // The close line carries libpq's word on the connection. Found dead when idle, that is the
+  // server's FATAL if libpq read it as a result, else "SSL connection has been closed
+  // unexpectedly" (a FATAL during a query, such as PgBouncer's query_wait_timeout, is kept as
+  // it came; test below).
+  std::string log;
+  for (const std::string& line : ring->last_formatted()) log += line;
+  const std::size_t why = log.find(": the connection was lost: ");
+  ASSERT_NE(why, std::string::npos) << log;
+  EXPECT_TRUE(log.find("closed unexpectedly", why) != std::string::npos ||
+              log.find("terminating connection due to administrator command", why) != std::string::npos)
+      << log;
   lease again = p.acquire();
   pqxx::nontransaction tx{*again};
   EXPECT_NE(tx.exec("SELECT pg_backend_pid()")[0][0].as<int>(), pid);
   EXPECT_EQ(p.stats().connections_created, 2u);
+}
+
+// A connection that dies during a query (here the backend ends itself, as a server shutdown or
+// PgBouncer's query_wait_timeout would) is logged with what the server said then, even when the
+// user tried the dead connection again before giving the lease back (libpq then only says "no
+// connection to the server").
+TEST(pool_integration, the_reason_a_connection_died_mid_query_is_logged_when_it_comes_back) {
+  pool_config cfg = app_config("itest_died_mid_query");
+  cfg.max_size = 1;
+  cfg.min_idle = 1;
+  auto ring = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
+  cfg.logger = std::make_shared<spdlog::logger>("itest_died_mid_query", ring);
+  pool p{cfg};
+  p.wait_ready(20s);
+  {
+    lease c = p.acquire();
+    EXPECT_THROW(
+        {
+          pqxx::nontransaction tx{*c};
+          tx.exec("SELECT pg_terminate_backend(pg_backend_pid())");
+        },
+        pqxx::failure);
+    EXPECT_THROW(
+        {
+          pqxx::nontransaction tx{*c};
+          tx.exec("SELECT 1");
+        },
+        pqxx::failure);
+  }
+  EXPECT_EQ(p.stats().closed_broken, 1u);
+  std::string log;
+  for (const std::string& line : ring->last_formatted()) log += line;
+  const std::size_t why = log.find(": the connection was lost: ");
+  ASSERT_NE(why, std::string::npos) << log;
+  EXPECT_NE(log.find("terminating connection due to administrator command", why), std::string::npos) << log;
 }
 
 // A user may close() the leased connection (or, on libpqxx 7, move it out of the lease): the

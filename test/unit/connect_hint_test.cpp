@@ -132,5 +132,26 @@ TEST(connect_hint, a_role_or_database_connection_limit_says_which_limit) {
   }
 }
 
+TEST(connect_hint, pgbouncer_refusals_name_the_pooler_and_what_to_change) {
+  // PgBouncer 1.18's texts as libpq reports them, met by a new-user trial behind PgBouncer.
+  struct refusal {
+    const char* message;
+    const char* hint_says;
+  };
+  const std::string at = "connection to server at \"127.0.0.1\", port 16501 failed: ";
+  for (const refusal& r : {refusal{"FATAL:  08P01: SASL authentication failed", "auth_file"},
+                           refusal{"FATAL:  08P01: unsupported startup parameter: options", "ALTER ROLE"},
+                           refusal{"FATAL:  08P01: no more connections allowed (max_client_conn)", "max_client_conn"},
+                           refusal{"FATAL:  server login has been failing, try again later (server_login_retry)",
+                                   "server_login_retry"}}) {
+    const std::string hint = connect_hint(at + r.message);
+    EXPECT_TRUE(contains(hint, "PgBouncer")) << r.message << " -> " << hint;
+    EXPECT_TRUE(contains(hint, r.hint_says)) << r.message << " -> " << hint;
+  }
+  // PostgreSQL's own password failure keeps its own hint.
+  EXPECT_FALSE(contains(connect_hint(at + "FATAL:  28P01: password authentication failed for user \"app\""),
+                        "PgBouncer"));
+}
+
 }  // namespace
 }  // namespace pqxxpool::test
