@@ -13,7 +13,7 @@ PACKAGES=(
     libpqxx-dev libpq-dev postgresql-15 postgresql-client-15 openssl
     libgtest-dev libgmock-dev googletest libbenchmark-dev
     libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev libcurl4-openssl-dev
-    python3 python3-botocore prometheus
+    python3 python3-botocore prometheus pgbouncer
     gnuplot-nox
 )
 PACKAGES+=("$@")
