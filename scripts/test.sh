@@ -8,10 +8,14 @@
 #                  against libpqxx 7, built first by scripts/libpqxx7.sh)
 #   --no-deps      skip scripts/deps.sh (also: PQXXPOOL_NO_DEPS=1)
 #   --verbose      stream build and ctest output instead of only logging it
+#   --build-only   build the presets one after another and stop (used for the
+#                  build that runs beside the tests)
 #
-# Builds every preset first (`cmake --preset P && cmake --build --preset P`),
-# then starts ONE throwaway PostgreSQL cluster (test/support/pgcluster.sh),
-# sources its env and runs `ctest --preset P` for each preset that built.
+# Builds the first preset (`cmake --preset P && cmake --build --preset P`),
+# starts ONE throwaway PostgreSQL cluster (test/support/pgcluster.sh), sources
+# its env and runs `ctest --preset P` for each preset that built. While one
+# preset's tests run, the next preset builds beside them at a lower priority
+# (nice 10; the tests mostly wait on the server, so the two share 2 CPUs well).
 # Logs: build/logs/<preset>-build.log, build/logs/<preset>-ctest.log,
 # build/logs/postgres.log (server log, copied when the cluster is stopped).
 #
@@ -41,6 +45,7 @@ usage() {
 presets=()
 run_deps=1
 verbose=0
+build_only=0
 [[ "${PQXXPOOL_NO_DEPS:-0}" == 1 ]] && run_deps=0
 while (($# > 0)); do
     case "$1" in
@@ -59,6 +64,10 @@ while (($# > 0)); do
             ;;
         -v | --verbose)
             verbose=1
+            shift
+            ;;
+        --build-only)
+            build_only=1
             shift
             ;;
         -h | --help) usage 0 ;;
@@ -133,7 +142,20 @@ on_signal() {
         kill -TERM "$CHILD_PID" 2>/dev/null || true
         wait "$CHILD_PID" 2>/dev/null || true
     fi
+    stop_background_build
     exit "$1"
+}
+
+# The build that runs beside a preset's tests: its own process group (setsid), so that a signal
+# stops all of it, cmake and the compilers included.
+BG_PID=""
+# shellcheck disable=SC2317  # invoked via trap
+stop_background_build() {
+    if [[ -n "$BG_PID" ]]; then
+        kill -TERM -- "-$BG_PID" 2>/dev/null || true
+        wait "$BG_PID" 2>/dev/null || true
+        BG_PID=""
+    fi
 }
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
@@ -160,7 +182,8 @@ if ((run_deps)); then
 fi
 
 # ---- build ----------------------------------------------------------------
-for p in "${presets[@]}"; do
+build_preset() {
+    local p="$1" log t0
     log="$LOG_DIR/$p-build.log"
     : >"$log"
     set_wrap "$p"
@@ -179,9 +202,45 @@ for p in "${presets[@]}"; do
         total_failed=$((total_failed + 1))
         overall_rc=1
     fi
-done
+}
 
-if ((${#built[@]} == 0)); then
+if ((build_only)); then
+    for p in "${presets[@]}"; do
+        build_preset "$p"
+    done
+    exit "$overall_rc"
+fi
+
+# Starts building preset $1 beside what runs next (see the header); its report goes to a file
+# that finish_background_build prints.
+start_background_build() {
+    local extra=()
+    ((verbose)) && extra=(--verbose)
+    setsid nice -n 10 bash "${BASH_SOURCE[0]}" --build-only --no-deps --preset "$1" "${extra[@]}" \
+        >"$LOG_DIR/$1-build.report" 2>&1 </dev/null &
+    BG_PID=$!
+}
+
+# Waits for the background build of preset $1 and takes over its result.
+finish_background_build() {
+    local p="$1" rc=0
+    wait "$BG_PID" || rc=$?
+    BG_PID=""
+    cat "$LOG_DIR/$p-build.report"
+    if ((rc == 0)); then
+        built[$p]=1
+    else
+        grep -q "build $p: FAILED" "$LOG_DIR/$p-build.report" ||
+            echo "   build $p: FAILED (exit $rc)"
+        summary+=("$p: build FAILED")
+        total_failed=$((total_failed + 1))
+        overall_rc=1
+    fi
+}
+
+build_preset "${presets[0]}"
+
+if ((${#built[@]} == 0 && ${#presets[@]} == 1)); then
     echo "test.sh: nothing built, not running tests"
     printf '%s\n' "${summary[@]}"
     echo "$total_passed passed, $total_failed failed"
@@ -193,6 +252,7 @@ CLUSTER_DIR=""
 # shellcheck disable=SC2317  # invoked via trap
 cleanup() {
     local rc=$?
+    stop_background_build
     if [[ -n "$CLUSTER_DIR" && -d "$CLUSTER_DIR" ]]; then
         cp -f -- "$CLUSTER_DIR/postgres.log" "$LOG_DIR/postgres.log" 2>/dev/null || true
         cp -f -- "$CLUSTER_DIR/emulator.log" "$LOG_DIR/dsql-emulator.log" 2>/dev/null || true
@@ -226,8 +286,14 @@ source "$CLUSTER_DIR/env"
 echo "   cluster up on 127.0.0.1:$PQXXPOOL_TEST_PORT ($CLUSTER_DIR), DSQL emulator on ${PQXXPOOL_DSQL_EMULATOR_PORT:-?}"
 
 # ---- test -------------------------------------------------------------------
-for p in "${presets[@]}"; do
-    [[ -n "${built[$p]:-}" ]] || continue
+for ((i = 0; i < ${#presets[@]}; i++)); do
+    p="${presets[$i]}"
+    next="${presets[$((i + 1))]:-}"
+    [[ -z "$next" ]] || start_background_build "$next"
+    if [[ -z "${built[$p]:-}" ]]; then
+        [[ -z "$next" ]] || finish_background_build "$next"
+        continue
+    fi
     log="$LOG_DIR/$p-ctest.log"
     : >"$log"
     set_wrap "$p"
@@ -262,6 +328,7 @@ for p in "${presets[@]}"; do
             print_tail "$log" 80
         fi
     fi
+    [[ -z "$next" ]] || finish_background_build "$next"
 done
 
 echo "== summary"
