@@ -223,11 +223,14 @@ if [[ $rc -ne 0 && "$out" == 1$'\n'*"FATAL:  terminating connection: maximum con
 else
     fail "5 --max-age 2: psql idle for 4 s finds its session closed" "psql exit $rc, output:" "$out"
 fi
-PROBE_PW="$ADMIN_TOKEN" probe_expect "5b wire: unsolicited FATAL 57P01 at ~2 s idle, then close" \
-    "error FATAL 57P01 terminating connection: maximum connection age exceeded (after 2." \
+# The probe's idle time is the age less its login and query (1.9 s when those took 0.1 s on a
+# busy machine), so 5b checks the message only; 5c checks the age from the emulator's log, from
+# 2.0 s (never early) up to 2.9 s (its timer may run late on a busy machine).
+PROBE_PW="$ADMIN_TOKEN" probe_expect "5b wire: unsolicited FATAL 57P01 while idle, then close" \
+    "error FATAL 57P01 terminating connection: maximum connection age exceeded (after " \
     --port "$MAXAGE_PORT" --query 'SELECT 1' --idle 8
-check "5c log: closed while idle at age 2.0-2.4 s" \
-    log_has maxage "closed: max age exceeded while idle \(age 2\.[0-4]s"
+check "5c log: closed while idle at age 2.0-2.9 s" \
+    log_has maxage "closed: max age exceeded while idle \(age 2\.[0-9]s"
 
 # --- 6. maximum connection age, busy: forced after the grace period ---------------------------
 start_s=$SECONDS
