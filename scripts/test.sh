@@ -4,7 +4,7 @@
 # Usage: bash scripts/test.sh [--preset NAME]... [--no-deps] [--verbose]
 #
 #   --preset NAME  build/test only this CMake preset (repeatable);
-#                  default: release asan tsan pqxx7 (pqxx7: a release build
+#                  default: release asan pqxx7 tsan (pqxx7: a release build
 #                  against libpqxx 7, built first by scripts/libpqxx7.sh)
 #   --no-deps      skip scripts/deps.sh (also: PQXXPOOL_NO_DEPS=1)
 #   --verbose      stream build and ctest output instead of only logging it
@@ -17,6 +17,8 @@
 # preset's tests run, the next preset builds beside them at a lower priority
 # (nice 10; the tests mostly wait on the server, so the two share 2 CPUs well).
 # Logs: build/logs/<preset>-build.log, build/logs/<preset>-ctest.log,
+# build/logs/<preset>-build.report (what a build beside the tests printed; shown
+# when it ends, also with --verbose),
 # build/logs/postgres.log (server log, copied when the cluster is stopped).
 #
 # The last line of output is `N passed, M failed`, summed over all presets'
@@ -34,7 +36,7 @@ readonly ROOT
 readonly CLUSTER_SCRIPT="$ROOT/test/support/pgcluster.sh"
 readonly EMULATOR_SCRIPT="$ROOT/test/support/dsql_emulator.sh"
 readonly LOG_DIR="$ROOT/build/logs"
-readonly DEFAULT_PRESETS=(release asan tsan pqxx7)
+readonly DEFAULT_PRESETS=(release asan pqxx7 tsan)
 readonly CTEST_TIMEOUT="${PQXXPOOL_CTEST_TIMEOUT:-300}"
 
 usage() {
@@ -216,8 +218,9 @@ fi
 start_background_build() {
     local extra=()
     ((verbose)) && extra=(--verbose)
-    setsid nice -n 10 bash "${BASH_SOURCE[0]}" --build-only --no-deps --preset "$1" "${extra[@]}" \
-        >"$LOG_DIR/$1-build.report" 2>&1 </dev/null &
+    # Two compile jobs (ninja's default is CPUs + 2): the tests beside it keep a CPU's worth.
+    CMAKE_BUILD_PARALLEL_LEVEL=2 setsid -w nice -n 10 bash "${BASH_SOURCE[0]}" --build-only --no-deps \
+        --preset "$1" "${extra[@]}" >"$LOG_DIR/$1-build.report" 2>&1 </dev/null &
     BG_PID=$!
 }
 
@@ -267,8 +270,9 @@ echo "== cluster"
 CLUSTER_DIR="$(mktemp -d /tmp/pqxxpool-test.XXXXXX)"
 if ! bash "$CLUSTER_SCRIPT" start "$CLUSTER_DIR"; then
     echo "test.sh: could not start the PostgreSQL test cluster" >&2
+    # Only the first preset was built yet (a failed build is counted already); none is tested.
     for p in "${presets[@]}"; do
-        if [[ -n "${built[$p]:-}" ]]; then
+        if [[ -n "${built[$p]:-}" || "$p" != "${presets[0]}" ]]; then
             summary+=("$p: not tested (cluster failed to start)")
             total_failed=$((total_failed + 1))
         fi

@@ -116,13 +116,31 @@ std::string clean_libpq_message(std::string_view message) {
 
 // libpq's message of a connection that broke, on one line for a log line ("server closed the
 // connection unexpectedly\n\tThis probably means …" → "… unexpectedly This probably means …"):
-// what the server or a pooler in front of it said last, e.g. PgBouncer's "FATAL:  08P01:
-// query_wait_timeout". "" when libpq has nothing. Never throws (out of memory loses the text).
+// what the server or a pooler in front of it said last, e.g. PgBouncer's "FATAL:
+// query_wait_timeout" (pooled connections use libpq's default verbosity: no SQLSTATE). The
+// server's DETAIL, HINT, CONTEXT, QUERY, STATEMENT and LINE parts are left out: they can quote
+// the user's data (a key's value, a query's text), which a warning must not spread. "" when
+// libpq has nothing. Never throws (out of memory loses the text).
 std::string one_line(std::string_view message) noexcept {
   try {
+    std::string kept;
+    bool quoting = false;  // inside a part left out, until the next line that starts a new part
+    for (std::string_view rest = message; !rest.empty();) {
+      const std::size_t eol = rest.find('\n');
+      const std::string_view line = rest.substr(0, eol);
+      rest = eol == std::string_view::npos ? std::string_view{} : rest.substr(eol + 1);
+      const bool continuation = !line.empty() && (line[0] == ' ' || line[0] == '\t');
+      if (!continuation) {
+        quoting = false;
+        for (const std::string_view part : {"DETAIL:", "HINT:", "CONTEXT:", "QUERY:", "STATEMENT:", "LINE "}) {
+          if (line.substr(0, part.size()) == part) quoting = true;
+        }
+      }
+      if (!quoting) kept.append(line).append("\n");
+    }
     std::string out;
     bool space = false;
-    for (const char c : clean_libpq_message(message)) {
+    for (const char c : clean_libpq_message(kept)) {
       if (c == '\n' || c == '\t' || c == ' ') {
         space = !out.empty();
         continue;
@@ -284,9 +302,9 @@ class handle_policy final : public pqxx::connectionpolicy {
   [[nodiscard]] const std::string& lost() const noexcept { return m_lost; }
 
  private:
-  // libpqxx 6 drops (PQfinish) a handle it finds broken, and libpq's message why goes with it:
-  // keep it for the pool's "closing connection …: broken" line. A healthy handle being closed
-  // has no message worth keeping.
+  // When libpqxx 6 drops (PQfinish) a handle that broke, libpq's message why goes with it: keep
+  // it for the pool's "closing connection …: broken" line. A healthy handle being closed has no
+  // message worth keeping.
   void note_loss(PGconn* orig) noexcept {
     if (orig != nullptr && m_lost.empty() && PQstatus(orig) != CONNECTION_OK) m_lost = lost_message(orig);
   }
@@ -323,7 +341,9 @@ class pooled_connection final : public pqxx::connection_base {
   [[nodiscard]] PGconn* handle() const noexcept { return m_policy.current(); }
 
   /// Why the connection broke, as libpq said it last ("" when it did not break, or said nothing).
-  /// Call only once the lease is back (the pool's thread owns the connection then).
+  /// Call only as the lease comes back, or from the pool's own round trips. libpqxx 6 makes no
+  /// further libpq call on a broken connection (its next transaction fails on the client
+  /// encoding first), so libpq's message is still that of the failure.
   [[nodiscard]] std::string lost_reason() const noexcept {
     PGconn* const conn = handle();
     if (conn != nullptr) return PQstatus(conn) != CONNECTION_OK ? lost_message(conn) : std::string{};
@@ -356,8 +376,10 @@ struct handle_watch {
   // libpq's message of the first failed result that found the connection broken. libpq replaces
   // its error message at every later call ("no connection to the server"), and libpqxx 7 keeps
   // a broken handle, so the reason a server or pooler gave would be gone by the lease's return.
-  // Written by whichever thread ran the query (the lease's user), read by the pool's thread once
-  // the lease is back, which orders the two.
+  // Written by whichever thread ran the query: the lease's user (read in check_return on the same
+  // thread, as the lease returns) or the pool's own validation/reset (read after it, under the
+  // pool's lock). Only ever read while the base still holds the handle (lost_reason()), so a
+  // connection moved out of its lease and used elsewhere is never read from.
   std::string lost;
 };
 
@@ -373,12 +395,16 @@ bool ends_session(const PGresult* res) noexcept {
 // finished. libpq calls this for every event of the connection; a result that found the
 // connection broken leaves its message in the watch. Returns 1 (success) always.
 int watch_handle(PGEventId event, void* info, void* pass_through) noexcept {
+  // Results carry the event procedure with them: a pqxx::result that outlives its connection
+  // raises PGEVT_RESULTDESTROY after CONNDESTROY freed the reference, so `ref` is dereferenced
+  // only for events of a live connection.
   auto* ref = static_cast<std::shared_ptr<handle_watch>*>(pass_through);
   if (event == PGEVT_CONNDESTROY) {
     (*ref)->finished.store(true, std::memory_order_release);
     delete ref;
   } else if (event == PGEVT_RESULTCREATE) {
     const auto* created = static_cast<const PGEventResultCreate*>(info);
+    if (created->conn == nullptr) return 1;
     handle_watch& w = **ref;
     if (w.lost.empty() && PQresultStatus(created->result) == PGRES_FATAL_ERROR &&
         (PQstatus(created->conn) != CONNECTION_OK || ends_session(created->result))) {
@@ -417,15 +443,16 @@ class pooled_connection final : public pqxx::connection {
     return m_socket >= 0 && sock() == m_socket && backendpid() == m_backend_pid ? m_handle : nullptr;
   }
 
-  /// Why the connection broke, as libpq said it last ("" when it did not break, when libpq said
+  /// Why the connection broke, as libpq said it ("" when it did not break, when libpq said
   /// nothing, or when this connection no longer holds the handle: a user's close() or move).
   /// libpq keeps a broken handle (socket -1, backend pid 0) until PQfinish; the base still holds
-  /// ours exactly when its username() is our handle's own string (PQuser of the same PGconn).
-  /// Call only once the lease is back (the pool's thread owns the connection then).
+  /// ours exactly when its username() is our handle's own string, recorded at adoption (only the
+  /// base is asked: m_handle may belong to a connection the user moved it to, on another thread).
+  /// Call only as the lease comes back, or from the pool's own round trips.
   [[nodiscard]] std::string lost_reason() const noexcept {
+    if (m_user == nullptr || username() != m_user) return {};
     if (m_watch->finished.load(std::memory_order_acquire)) return {};
-    const char* const user = PQuser(m_handle);
-    if (user == nullptr || username() != user || PQstatus(m_handle) == CONNECTION_OK) return {};
+    if (PQstatus(m_handle) == CONNECTION_OK) return {};
     if (!m_watch->lost.empty()) return one_line(m_watch->lost);
     return lost_message(m_handle);
   }
@@ -436,7 +463,8 @@ class pooled_connection final : public pqxx::connection {
         m_handle{conn.get()},
         m_watch{std::move(w)},
         m_socket{PQsocket(conn.get())},
-        m_backend_pid{PQbackendPID(conn.get())} {
+        m_backend_pid{PQbackendPID(conn.get())},
+        m_user{PQuser(conn.get())} {
     conn.release();  // the base owns it now; its destructor closes it
   }
 
@@ -444,6 +472,7 @@ class pooled_connection final : public pqxx::connection {
   const std::shared_ptr<handle_watch> m_watch;  // shared with the event procedure's reference
   const int m_socket;                           // of m_handle when adopted
   const int m_backend_pid;                      // of m_handle when adopted (0 if the server sent none)
+  const char* const m_user;                     // PQuser(m_handle): a string inside m_handle, for identity
 };
 
 #endif
@@ -540,7 +569,9 @@ class pooled_physical final : public core::physical {
         m_hooks{std::move(hooks)} {}
 
   core::return_state check_return() noexcept override {
-    // The reason noted here ends the pool's "closing connection …: broken" line.
+    // The reason noted here ends the pool's "closing connection …: broken" line. Each call starts
+    // afresh, so that a reason noted by an earlier call that ended well never ends a later line.
+    m_failure.clear();
     PGconn* const conn = m_conn->handle();
     if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
       note_lost();
@@ -563,6 +594,7 @@ class pooled_physical final : public core::physical {
   }
 
   bool validate(core::time_point deadline) noexcept override {
+    m_failure.clear();
     bool timed_out = false;
     const bool ok = round_trip(m_conn->handle(), "", PGRES_EMPTY_QUERY, deadline, m_stop_fd, nullptr, &timed_out);
     PGconn* const conn = m_conn->handle();
@@ -574,6 +606,7 @@ class pooled_physical final : public core::physical {
   bool validation_in_flight() noexcept override { return m_validation_in_flight; }
 
   bool finish_validation(core::time_point deadline) noexcept override {
+    m_failure.clear();
     if (!std::exchange(m_validation_in_flight, false)) return false;
     PGconn* const conn = m_conn->handle();
     bool timed_out = false;
@@ -584,6 +617,7 @@ class pooled_physical final : public core::physical {
   }
 
   bool reset(core::time_point deadline, const std::function<void(connection&)>& reset_hook) noexcept override {
+    m_failure.clear();
     PGconn* const conn = m_conn->handle();
     if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
     const PGTransactionStatusType status = PQtransactionStatus(conn);
@@ -630,12 +664,18 @@ class pooled_physical final : public core::physical {
     }
   }
 
-  /// "the connection was lost", with what libpq said last when it said something (a server's or
-  /// PgBouncer's FATAL message, "server closed the connection unexpectedly", …).
-  void note_lost() noexcept {
-    const std::string why = m_conn->lost_reason();
-    note_failure("the connection was lost", why.empty() ? "" : (": " + why).c_str());
+  /// `what`, then ": " and `said` when libpq said something. Out of memory loses the reason.
+  void note_failure_saying(const char* what, const std::string& said) noexcept {
+    try {
+      m_failure = said.empty() ? std::string(what) : std::string(what) + ": " + said;
+    } catch (...) {
+      m_failure.clear();
+    }
   }
+
+  /// "the connection was lost", with what libpq said when it said something (a server's or
+  /// PgBouncer's FATAL message, "server closed the connection unexpectedly", …).
+  void note_lost() noexcept { note_failure_saying("the connection was lost", m_conn->lost_reason()); }
 
   /// Why a validation round trip failed: no answer in time (a slow network, or a server or pooler
   /// that queues the query: PgBouncer waiting for a server connection), a lost connection, or an
@@ -649,8 +689,7 @@ class pooled_physical final : public core::physical {
     } else if (stop_requested(m_stop_fd)) {
       note_failure("the pool is closing");
     } else {
-      const std::string said = lost_message(conn);
-      note_failure("the server answered with an error", said.empty() ? "" : (": " + said).c_str());
+      note_failure_saying("the server answered with an error", lost_message(conn));
     }
   }
 

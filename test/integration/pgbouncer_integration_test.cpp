@@ -7,8 +7,6 @@
 #include <thread>
 #include <vector>
 
-#include <spdlog/sinks/ringbuffer_sink.h>
-
 #include "server.hpp"
 
 namespace pqxxpool::itest {
@@ -38,19 +36,26 @@ TEST(pgbouncer, transaction_mode_serves_threads_with_unnamed_statements) {
   pool p{cfg};
   p.wait_ready(20s);
   std::atomic<int> ok{0};
+  std::atomic<int> failed{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&p, &ok, t] {
+    threads.emplace_back([&p, &ok, &failed, t] {
       for (int i = 0; i < 50; ++i) {
-        lease c = p.acquire();
-        pqxx::work tx{*c};
-        const int n = t * 1000 + i;
-        if (tx.exec_params("SELECT $1::int + 1", n)[0][0].as<int>() == n + 1) ++ok;
-        tx.commit();
+        try {
+          lease c = p.acquire();
+          pqxx::work tx{*c};
+          const int n = t * 1000 + i;
+          if (tx.exec_params("SELECT $1::int + 1", n)[0][0].as<int>() == n + 1) ++ok;
+          tx.commit();
+        } catch (const std::exception& e) {
+          log_caught(e);
+          ++failed;
+        }
       }
     });
   }
   for (auto& th : threads) th.join();
+  EXPECT_EQ(failed.load(), 0) << "see the log for the errors";
   EXPECT_EQ(ok.load(), 200);
   const pool_stats s = p.stats();
   EXPECT_EQ(s.acquires, 200u);
@@ -67,7 +72,7 @@ TEST(pgbouncer, a_client_pgbouncer_ends_is_logged_with_its_reason) {
   cfg.min_idle = 2;
   cfg.validate_after_idle = std::chrono::hours(1);  // the user's query meets the wait, not a validation
   auto ring = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
-  cfg.logger = std::make_shared<spdlog::logger>("itest_pgbouncer_wait", ring);
+  cfg.logger = ring_logger("itest_pgbouncer_wait", ring);
   pool p{cfg};
   p.wait_ready(20s);
   lease holder = p.acquire();

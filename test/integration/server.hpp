@@ -12,9 +12,11 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
+#include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
 
 #include "pqxxpool/pqxxpool.hpp"
@@ -38,6 +40,17 @@ inline std::string env(const char* name) {
 /// Logs a caught error's message through spdlog's default logger (the suite's captured log), so
 /// that log_scan_test.cpp checks error messages for secrets too.
 inline void log_caught(const std::exception& e) { spdlog::info("test caught: {}", e.what()); }
+
+/// A logger for a test that reads back what a pool logged: into `ring`, and into the default
+/// logger's sinks too (the captured log that pqxxpool_logs_hold_no_secrets scans for secrets).
+inline std::shared_ptr<spdlog::logger> ring_logger(const std::string& name,
+                                                   const std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt>& ring) {
+  std::vector<spdlog::sink_ptr> sinks{ring};
+  if (const auto fallback = spdlog::default_logger()) {
+    for (const spdlog::sink_ptr& sink : fallback->sinks()) sinks.push_back(sink);
+  }
+  return std::make_shared<spdlog::logger>(name, sinks.begin(), sinks.end());
+}
 
 /// A pool_config for the app role over TLS (verify-full), tagged with an application_name so a
 /// test can count its own backends on the server.
