@@ -114,14 +114,11 @@ std::string clean_libpq_message(std::string_view message) {
   return std::string{trim(out)};
 }
 
-// libpq's message of a connection that broke, on one line for a log line ("server closed the
-// connection unexpectedly\n\tThis probably means …" → "… unexpectedly This probably means …"):
-// what the server or a pooler in front of it said last, e.g. PgBouncer's "FATAL:
-// query_wait_timeout" (pooled connections use libpq's default verbosity: no SQLSTATE). The
-// server's DETAIL, HINT, CONTEXT, QUERY, STATEMENT and LINE parts are left out: they can quote
-// the user's data (a key's value, a query's text), which a warning must not spread. "" when
-// libpq has nothing. Never throws (out of memory loses the text).
-std::string one_line(std::string_view message) noexcept {
+}  // namespace
+
+// Declared in adapter.hpp (tested there). Lines that begin with whitespace continue the part
+// above them, so a part left out takes its continuation lines with it.
+std::string loss_text(std::string_view message) noexcept {
   try {
     std::string kept;
     bool quoting = false;  // inside a part left out, until the next line that starts a new part
@@ -155,9 +152,11 @@ std::string one_line(std::string_view message) noexcept {
   }
 }
 
+namespace {
+
 std::string lost_message(const PGconn* conn) noexcept {
   const char* text = conn != nullptr ? PQerrorMessage(conn) : nullptr;
-  return text != nullptr ? one_line(text) : std::string{};
+  return text != nullptr ? loss_text(text) : std::string{};
 }
 
 std::string exception_text(const std::exception_ptr& error) {
@@ -453,7 +452,7 @@ class pooled_connection final : public pqxx::connection {
     if (m_user == nullptr || username() != m_user) return {};
     if (m_watch->finished.load(std::memory_order_acquire)) return {};
     if (PQstatus(m_handle) == CONNECTION_OK) return {};
-    if (!m_watch->lost.empty()) return one_line(m_watch->lost);
+    if (!m_watch->lost.empty()) return loss_text(m_watch->lost);
     return lost_message(m_handle);
   }
 

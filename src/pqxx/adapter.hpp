@@ -46,6 +46,14 @@ int libpq_version() noexcept;
 /// The SQLSTATE in a verbose libpq message ("FATAL:  28P01: password …"), or "" if none.
 std::string sqlstate_from_message(std::string_view message);
 
+/// libpq's message about a connection that broke, made fit for one log line: its lines joined
+/// with single spaces ("server closed the connection unexpectedly\n\tThis probably means …" →
+/// "… unexpectedly This probably means …"), LOCATION lines dropped, and the server's DETAIL,
+/// HINT, CONTEXT, QUERY, STATEMENT and LINE parts left out with their continuation lines: they
+/// can quote the user's data (a key's value, a query's text), which a warning must not spread.
+/// "" for "". Never throws (out of memory gives "").
+std::string loss_text(std::string_view message) noexcept;
+
 /// The libpq handle of a connection, or nullptr once libpqxx has dropped it. Precondition: conn
 /// was opened by make_connector's connector (every connection a pool hands out was; a test fake's
 /// lease has none). For src/pqxx only. Never throws.

@@ -213,5 +213,41 @@ TEST(sqlstate_from_message, reads_verbose_libpq_text) {
   EXPECT_EQ(pqxx_adapter::sqlstate_from_message("could not connect to server: Connection refused"), "");
 }
 
+// What the pool's "closing connection …: the connection was lost: …" line shows of libpq's text.
+TEST(loss_text, joins_lines_and_keeps_what_libpq_and_the_server_said) {
+  EXPECT_EQ(pqxx_adapter::loss_text("server closed the connection unexpectedly\n\tThis probably means the server "
+                                    "terminated abnormally\n\tbefore or while processing the request.\n"),
+            "server closed the connection unexpectedly This probably means the server terminated abnormally before "
+            "or while processing the request.");
+  // PgBouncer's reason, then libpq's own when the socket closed (as the PgBouncer test logs it).
+  EXPECT_EQ(pqxx_adapter::loss_text("FATAL:  query_wait_timeout\nSSL connection has been closed unexpectedly\n"),
+            "FATAL: query_wait_timeout SSL connection has been closed unexpectedly");
+  EXPECT_EQ(pqxx_adapter::loss_text(""), "");
+}
+
+TEST(loss_text, leaves_out_the_parts_that_can_quote_user_data) {
+  // A verbose server error: the key's value (DETAIL), the query (LINE and its caret, STATEMENT,
+  // QUERY, CONTEXT) must not reach a warning; the primary message and SQLSTATE stay.
+  const std::string said = pqxx_adapter::loss_text(
+      "FATAL:  57P01: terminating connection due to administrator command\n"
+      "DETAIL:  Key (email)=(alice@example.com) already exists.\n"
+      "HINT:  secret-hint\n"
+      "CONTEXT:  SQL function \"f\" statement 1 with card 4111111111111111\n"
+      "QUERY:  SELECT 'query-text'\n"
+      "LINE 1: SELECT 'line-text'\n"
+      "               ^\n"
+      "STATEMENT:  SELECT 'statement-text'\n"
+      "LOCATION:  ProcessInterrupts, postgres.c:3200\n"
+      "server closed the connection unexpectedly\n"
+      "\tThis probably means the server terminated abnormally\n");
+  EXPECT_EQ(said,
+            "FATAL: 57P01: terminating connection due to administrator command server closed the connection "
+            "unexpectedly This probably means the server terminated abnormally");
+  for (const char* quoted : {"alice@example.com", "secret-hint", "4111111111111111", "query-text", "line-text",
+                             "statement-text", "^", "postgres.c"}) {
+    EXPECT_EQ(said.find(quoted), std::string::npos) << quoted;
+  }
+}
+
 }  // namespace
 }  // namespace pqxxpool::test
