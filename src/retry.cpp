@@ -65,10 +65,12 @@ std::chrono::milliseconds backoff_for(const retry_policy& policy, unsigned retry
 
 namespace detail {
 
-void run_with_retry(pool& p, const std::function<void(pqxx::work&)>& body, const retry_policy& policy) {
+void run_with_retry(pool& p, const std::function<void(pqxx::work&)>& body, const retry_policy& policy,
+                    source_location where) {
   policy.validate();
   for (unsigned attempt = 0;; ++attempt) {
-    lease c = policy.acquire_timeout.count() > 0 ? p.acquire(policy.acquire_timeout) : p.acquire();
+    // The caller's location, not this line: a leak report must name the code that ran the work.
+    lease c = policy.acquire_timeout.count() > 0 ? p.acquire(policy.acquire_timeout, where) : p.acquire(where);
     std::exception_ptr error;
     try {
       pqxx::work tx{*c};
@@ -92,8 +94,8 @@ void run_with_retry(pool& p, const std::function<void(pqxx::work&)>& body, const
 
 }  // namespace detail
 
-pqxx::result retry_exec(pool& p, const std::string& sql, const retry_policy& policy) {
-  return retry_transaction(p, [&sql](pqxx::work& tx) { return tx.exec(sql); }, policy);
+pqxx::result retry_exec(pool& p, const std::string& sql, const retry_policy& policy, source_location where) {
+  return retry_transaction(p, [&sql](pqxx::work& tx) { return tx.exec(sql); }, policy, where);
 }
 
 }  // namespace pqxxpool

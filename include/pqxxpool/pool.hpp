@@ -138,7 +138,8 @@ class pool {
   void close();
 
   /// The configuration the pool was built with (connect_timeout as in force: replaced by a
-  /// connect_timeout given in conninfo/params). Never throws.
+  /// connect_timeout given in conninfo/params). Its conninfo and params hold whatever password
+  /// they were given: do not log them. Never throws.
   [[nodiscard]] const pool_config& config() const noexcept;
 
  private:

@@ -48,8 +48,10 @@ struct retry_policy {
 
 namespace detail {
 /// Runs `body` in a pqxx::work on a fresh lease per attempt and commits; retries as the policy
-/// says. Rethrows the last error when retries run out or the error is not retryable.
-void run_with_retry(pool& p, const std::function<void(pqxx::work&)>& body, const retry_policy& policy);
+/// says. Rethrows the last error when retries run out or the error is not retryable. Each lease
+/// is taken as if at `where` (the caller's line, for leak reports).
+void run_with_retry(pool& p, const std::function<void(pqxx::work&)>& body, const retry_policy& policy,
+                    source_location where);
 }  // namespace detail
 
 /// Runs fn(pqxx::work&) in a transaction (plain BEGIN, which DSQL accepts) and commits it; fn must
@@ -59,20 +61,24 @@ void run_with_retry(pool& p, const std::function<void(pqxx::work&)>& body, const
 /// connection is discarded (closed_discarded). A COMMIT whose outcome is unknown
 /// (pqxx::in_doubt_error) is retried only when policy.idempotent. Any other error is rethrown at
 /// once. Returns what fn returns, by value (a returned reference is copied). Blocks the caller
-/// during backoff. Thread-safe (uses the pool).
+/// during backoff. Thread-safe (uses the pool). `where` is the caller's file and line, recorded
+/// for each lease as acquire() records it (leak reports name it; leave the default).
 template <typename F>
-auto retry_transaction(pool& p, F&& fn, const retry_policy& policy = {}) {
+auto retry_transaction(pool& p, F&& fn, const retry_policy& policy = {},
+                       source_location where = source_location::current()) {
   using result_type = std::decay_t<std::invoke_result_t<F&, pqxx::work&>>;
   if constexpr (std::is_void_v<result_type>) {
-    detail::run_with_retry(p, [&fn](pqxx::work& tx) { fn(tx); }, policy);
+    detail::run_with_retry(p, [&fn](pqxx::work& tx) { fn(tx); }, policy, where);
   } else {
     std::optional<result_type> out;
-    detail::run_with_retry(p, [&fn, &out](pqxx::work& tx) { out.emplace(fn(tx)); }, policy);
+    detail::run_with_retry(p, [&fn, &out](pqxx::work& tx) { out.emplace(fn(tx)); }, policy, where);
     return std::move(*out);
   }
 }
 
-/// The single-statement form: runs sql in a retried transaction and returns its result.
-pqxx::result retry_exec(pool& p, const std::string& sql, const retry_policy& policy = {});
+/// The single-statement form: runs sql in a retried transaction and returns its result. `where`:
+/// as for retry_transaction.
+pqxx::result retry_exec(pool& p, const std::string& sql, const retry_policy& policy = {},
+                        source_location where = source_location::current());
 
 }  // namespace pqxxpool
