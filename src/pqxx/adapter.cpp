@@ -116,7 +116,7 @@ std::string clean_libpq_message(std::string_view message) {
 
 }  // namespace
 
-// Declared in adapter.hpp (tested there). Lines that begin with whitespace continue the part
+// Declared in adapter.hpp (unit-tested in test/unit/params_test.cpp). Lines that begin with whitespace continue the part
 // above them, so a part left out takes its continuation lines with it.
 std::string loss_text(std::string_view message) noexcept {
   try {
@@ -408,7 +408,7 @@ int watch_handle(PGEventId event, void* info, void* pass_through) noexcept {
     if (w.lost.empty() && PQresultStatus(created->result) == PGRES_FATAL_ERROR &&
         (PQstatus(created->conn) != CONNECTION_OK || ends_session(created->result))) {
       try {
-        w.lost = clean_libpq_message(PQresultErrorMessage(created->result));
+        w.lost = PQresultErrorMessage(created->result);  // made fit for a log line when read (loss_text)
       } catch (...) {
         // out of memory: the close line falls back to libpq's last message
       }
